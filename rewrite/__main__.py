@@ -1,0 +1,3 @@
+from rewrite.run import main
+
+main()

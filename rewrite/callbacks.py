@@ -1,0 +1,77 @@
+"""Callbacks that turn a finished edit into numbers and pictures, in the run folder and the logger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+
+from rewrite.evaluate import Evaluator
+from rewrite.grid import before_after_grid
+from rewrite.lightning_module import RewriteModule
+from rewrite.perceptual import PerceptualDistance
+
+
+class EditMetrics(pl.Callback):
+    """Snapshot the unedited model at train start; after the edit, write metrics.json and log it."""
+
+    def __init__(self, out_dir: str | Path, perceptual: PerceptualDistance | None,
+                 extra: dict[str, float | int | str] | None = None) -> None:
+        self.out_dir = Path(out_dir)
+        self.perceptual = perceptual
+        self.extra = dict(extra or {})
+        self.metrics: dict[str, float | int | str] = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, RewriteModule)
+        self.evaluator = Evaluator(pl_module.problem, self.perceptual)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, RewriteModule)
+        if pl_module.result is None:
+            raise RuntimeError("the edit did not finish (no result after the last step)")
+        m: dict[str, float | int | str] = dict(self.evaluator.metrics())
+        m["edit_time_s"] = pl_module.edit_seconds
+        m.update(self.extra)
+        self.metrics = m
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "metrics.json").write_text(json.dumps(m, indent=2, sort_keys=True))
+        numeric = {f"metrics/{k}": float(v) for k, v in m.items() if isinstance(v, (int, float))}
+        for logger in trainer.loggers:
+            logger.log_metrics(numeric, step=trainer.global_step)
+
+
+class BeforeAfterGrid(pl.Callback):
+    """grid.png: source with the copy box, the target and held-out seeds before / after / difference."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+
+    @torch.no_grad()
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, RewriteModule)
+        p = pl_module.problem
+        adapter, req = p.site.adapter, p.request
+        self.seeds = [req.paste.seed] + [r.seed for r in req.heldout]
+        self.regions = [req.paste] + list(req.heldout)
+        self.before = adapter.generate(adapter.sample_z(self.seeds))
+        self.source = adapter.generate(adapter.sample_z([req.copy.seed]))[0]
+
+    @torch.no_grad()
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, RewriteModule)
+        p = pl_module.problem
+        adapter = p.site.adapter
+        after = adapter.generate(adapter.sample_z(self.seeds))
+        rows = [(self.source if i == 0 else None, p.request.copy if i == 0 else None, b, a, r)
+                for i, (b, a, r) in enumerate(zip(self.before, after, self.regions))]
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / "grid.png"
+        before_after_grid(rows, p.size, path)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key="before_after", images=[str(path)],
+                                 caption=["source | before | after | 4x|diff|"])

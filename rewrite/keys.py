@@ -1,0 +1,74 @@
+"""Update directions D from the keys that should trigger the new rule.
+
+The optimal insertion of key→value pairs into a linear memory changes W only along
+`D_S = C⁻¹ K_S` (Bau et al. 2020). These functions reduce D_S to r orthonormal columns:
+
+* `zca` (default): whiten the keys with C^{-1/2}, take the top-r singular directions, map back with
+  C^{-1/2}; for one key and r = 1 this is exactly C⁻¹k*.
+* `svd`: top-r left singular vectors of C⁻¹K_S (no whitening before the SVD).
+* `mean`: C⁻¹ mean(K_S) (rank 1 only).
+* `identity`: C replaced by the identity, i.e. top-r singular vectors of K_S (ablation: no covariance).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+KEY_METHODS = ("zca", "svd", "mean", "identity")
+
+
+def _regularized(c: Tensor, ridge: float) -> Tensor:
+    """C + ridge·mean(diag C)·I: keeps C⁻¹ finite when some channels never fire (dead ReLUs)."""
+    scale = c.diagonal().mean().clamp_min(torch.finfo(c.dtype).tiny)
+    return c + ridge * scale * torch.eye(c.shape[0], dtype=c.dtype, device=c.device)
+
+
+def _inv_sqrt(c: Tensor) -> Tensor:
+    evals, evecs = torch.linalg.eigh(c)
+    return (evecs * evals.clamp_min(torch.finfo(c.dtype).tiny).rsqrt()) @ evecs.T
+
+
+def _top_left_singular(m: Tensor, rank: int) -> Tensor:
+    u, s, _ = torch.linalg.svd(m, full_matrices=False)
+    if (s[:rank] <= s[0] * 1e-10).any():
+        raise ValueError(f"the keys span fewer than rank={rank} independent directions")
+    return u[:, :rank]
+
+
+def directions(keys: Tensor, c: Tensor, rank: int = 1, method: str = "zca", ridge: float = 1e-6) -> Tensor:
+    """D (in, rank) with orthonormal columns spanning the top-`rank` part of C⁻¹ K_S.
+
+    `keys` is (n, in): one row per key that should trigger the rule.
+    """
+    if method not in KEY_METHODS:
+        raise ValueError(f"key method must be one of {KEY_METHODS}, got {method!r}")
+    if keys.dim() != 2 or keys.shape[1] != c.shape[0]:
+        raise ValueError(f"keys must be (n, {c.shape[0]}), got {tuple(keys.shape)}")
+    n = keys.shape[0]
+    if n == 0:
+        raise ValueError("no keys: the context region selects no position at this layer")
+    if rank < 1:
+        raise ValueError(f"rank must be ≥ 1, got {rank}")
+    if rank > n:
+        raise ValueError(f"rank={rank} is larger than the number of keys ({n}) at this layer")
+    if rank > c.shape[0]:
+        raise ValueError(f"rank={rank} is larger than the key dimension ({c.shape[0]})")
+    k = keys.to(torch.float64).T  # (in, n)
+    c64 = _regularized(c.to(torch.float64), ridge)
+    if method == "identity":
+        d = _top_left_singular(k, rank)
+    elif method == "mean":
+        if rank != 1:
+            raise ValueError("key method 'mean' gives one direction; use rank=1")
+        d = torch.linalg.solve(c64, k.mean(1, keepdim=True))
+    elif method == "svd":
+        d = _top_left_singular(torch.linalg.solve(c64, k), rank)
+    else:  # zca
+        w = _inv_sqrt(c64)
+        d = w @ _top_left_singular(w @ k, rank)
+    q, _ = torch.linalg.qr(d)
+    # A fixed sign (largest |entry| positive) so the same inputs give the same D everywhere.
+    idx = q.abs().argmax(0)
+    q = q * torch.sign(q[idx, torch.arange(q.shape[1])])
+    return q

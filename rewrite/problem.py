@@ -1,0 +1,113 @@
+"""From an edit request to the tensors every strategy works on (one problem, shared by all)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rewrite.edit_request import EditRequest, resample
+from rewrite.keys import directions
+from rewrite.site import EditSite, as_map
+from rewrite.stats import key_rows
+
+
+def shift(t: Tensor, dx: int, dy: int) -> Tensor:
+    """Translate the last two axes by (dx, dy) cells, filling with zeros."""
+    h, w = t.shape[-2:]
+    out = torch.zeros_like(t)
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    out[..., yd, xd] = t[..., ys, xs]
+    return out
+
+
+def paste(src: Tensor, dst: Tensor, copy_mask: Tensor, offset_px: tuple[int, int], size: int) -> tuple[Tensor, Tensor]:
+    """Alpha-blend the copied region of `src` into `dst` at the offset, at the maps' own resolution.
+
+    Returns the pasted map (same shape as `dst`) and the alpha weight (H, W) at the paste site.
+    """
+    s, d = as_map(src), as_map(dst)
+    h, w = d.shape[-2:]
+    alpha = resample(copy_mask, h, w)
+    dx, dy = round(offset_px[0] * w / size), round(offset_px[1] * h / size)
+    a, moved = shift(alpha, dx, dy), shift(s, dx, dy)
+    out = d * (1 - a) + moved * a
+    return out.reshape(dst.shape), a
+
+
+def select(mask_img: Tensor, h: int, w: int) -> Tensor:
+    """Cells of an (h, w) grid that a region covers at least half; the best-covered cells if none do."""
+    cover = resample(mask_img, h, w)
+    chosen = cover >= 0.5
+    return chosen if chosen.any() else cover >= cover.max()
+
+
+def masked_l1(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    """Weighted mean over positions of the channel-mean absolute error (the paper's L1 value loss)."""
+    err = (as_map(pred) - as_map(target)).abs().mean(1)  # (N, H, W)
+    return (err * weight).sum() / (weight.sum() * err.shape[0])
+
+
+@dataclass
+class EditProblem:
+    """Target keys, the pasted value v*, context keys and C for one request at one site."""
+
+    site: EditSite
+    request: EditRequest
+    size: int
+    z_target: Tensor
+    keys: Tensor  # (1, in, Hk, Wk) keys of the target image
+    layer_out0: Tensor  # unedited layer output at the target (native shape)
+    target_layer_out: Tensor  # v* in layer-output space (for the closed form of the linear part)
+    layer_weight: Tensor  # (Hl, Wl) alpha of the paste at the layer output
+    target_value: Tensor  # v* in value space (native shape of the value module's output)
+    value_weight: Tensor  # (Hv, Wv)
+    target_image: Tensor  # (1, 3, S, S) the pasted RGB image (for full fine-tuning)
+    image_weight: Tensor  # (S, S)
+    paste_keys: Tensor  # (n, in) keys at the paste site
+    context_keys: Tensor  # (m, in) keys in the context regions (the paste keys if none given)
+    covariance: Tensor  # C (in, in)
+
+    def directions(self, rank: int, method: str, use_context: bool = True) -> Tensor:
+        return directions(self.context_keys if use_context else self.paste_keys, self.covariance, rank, method)
+
+    def value_loss(self, value: Tensor) -> Tensor:
+        return masked_l1(value, self.target_value, self.value_weight)
+
+
+@torch.no_grad()
+def build_problem(site: EditSite, request: EditRequest, covariance: Tensor) -> EditProblem:
+    adapter = site.adapter
+    size = adapter.resolution
+    request.validate(size)
+    offset = request.paste_offset(size)
+    copy_mask = request.copy.mask(size)
+    z_src, z_tgt = adapter.sample_z([request.copy.seed]), adapter.sample_z([request.paste.seed])
+    src, tgt = site.capture(z_src), site.capture(z_tgt)
+    target_layer_out, layer_w = paste(src.layer_out, tgt.layer_out, copy_mask, offset, size)
+    target_value, value_w = paste(src.value, tgt.value, copy_mask, offset, size)
+    target_image, image_w = paste(adapter.generate(z_src), adapter.generate(z_tgt), copy_mask, offset, size)
+
+    hk, wk = tgt.keys.shape[-2:]
+    paste_sel = select(request.paste.mask(size), hk, wk)
+    paste_keys = key_rows(tgt.keys)[paste_sel.flatten()]
+    if request.context:
+        ctx = []
+        for r in request.context:
+            k = site.capture(adapter.sample_z([r.seed])).keys
+            ctx.append(key_rows(k)[select(r.mask(size), hk, wk).flatten()])
+        context_keys = torch.cat(ctx)
+    else:
+        context_keys = paste_keys
+    if covariance.shape != (site.key_dim, site.key_dim):
+        raise ValueError(f"covariance is {tuple(covariance.shape)}, the layer has {site.key_dim} key channels")
+    return EditProblem(site, request, size, z_tgt, tgt.keys, tgt.layer_out, target_layer_out, layer_w,
+                       target_value, value_w, target_image, image_w, paste_keys, context_keys, covariance)
+
+
+def upsample_weight(weight: Tensor, size: int) -> Tensor:
+    """An (h, w) weight map at image resolution (nearest), e.g. to mask images."""
+    return F.interpolate(weight[None, None], size=(size, size), mode="nearest")[0, 0]

@@ -1,0 +1,99 @@
+"""`python -m rewrite` / `rewrite`: compose the Hydra config, edit the model, save pictures and numbers."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from rewrite.callbacks import BeforeAfterGrid, EditMetrics
+from rewrite.edit_request import EditRequest
+from rewrite.generators.base import GeneratorAdapter
+from rewrite.lightning_module import RewriteModule
+from rewrite.outputs import save_edit
+from rewrite.perceptual import make_perceptual
+from rewrite.problem import build_problem
+from rewrite.site import EditSite
+from rewrite.stats import StatsCache, key_statistics
+from rewrite.strategies.base import Strategy
+
+log = logging.getLogger(__name__)
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def load_request(edit_cfg: DictConfig) -> EditRequest:
+    """The edit request: inline in the `edit` config group, or from the YAML/JSON file it names."""
+    data = OmegaConf.to_container(edit_cfg, resolve=True)
+    assert isinstance(data, dict)
+    if data.get("file"):
+        return EditRequest.load(str(data["file"]))
+    data.pop("file", None)
+    return EditRequest.from_dict(data)
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.get("output_dir") or "outputs/run")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """One edit, end to end; returns the metrics it wrote to metrics.json."""
+    out = output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+
+    adapter: GeneratorAdapter = instantiate(cfg.generator.model)
+    adapter.model.to(cfg.device)
+    site = EditSite(adapter, cfg.generator.layer, cfg.generator.get("value_at"))
+    request = load_request(cfg.edit)
+    request.validate(adapter.resolution)
+    strategy: Strategy = instantiate(cfg.strategy)  # config errors surface before any heavy work
+
+    st = cfg.stats
+    stats = key_statistics(site, StatsCache(st.cache_dir) if st.cache_dir else None, st.num_samples,
+                           st.batch_size, st.seed, st.dtype, progress=cfg.progress)
+    problem = build_problem(site, request, stats.moment.to(cfg.device))
+    base_sha = stats.spec.weights_sha256
+
+    perceptual = make_perceptual(cfg.eval.perceptual) if cfg.eval.perceptual else None
+    extra = {"stats_time_s": stats.seconds, "stats_cached": int(stats.cached), "strategy": strategy.name}
+    metrics_cb = EditMetrics(out, perceptual, extra)
+    logger = instantiate(cfg.logger) if cfg.get("logger") and cfg.logger.get("_target_") else False
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[metrics_cb, BeforeAfterGrid(out)],
+                                      max_steps=strategy.num_steps, enable_progress_bar=cfg.progress)
+    if logger:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    module = RewriteModule(strategy, problem)
+    try:
+        trainer.fit(module)
+        assert module.result is not None
+        save_edit(out, adapter, module.result, base_sha, strategy.name)
+        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+    finally:
+        if logger and type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()  # one W&B run per multirun job
+    log.info("edit %s with %s: %s", request.name, strategy.name, metrics_cb.metrics)
+    return metrics_cb.metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+def main() -> None:
+    os.environ.setdefault("WANDB_SILENT", "true")
+    _hydra_main()

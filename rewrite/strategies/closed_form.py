@@ -1,0 +1,82 @@
+"""Exact least-squares edit of the layer's linear part, rank r, no iterations.
+
+With ΔW = Λ Dᵀ the layer output changes by `conv(Dᵀk; Λ)`, linear in Λ, so the Λ that best
+reaches the pasted layer output v* (weighted by the paste alpha) is one least-squares solve in
+float64 (minimum-norm when under-determined). For one key and r = 1 on a linear layer this is the
+paper's Λ = (v* − W0 k*) / (dᵀ k*) with d = C⁻¹k*. The nonlinearity after the layer is ignored
+(that is what `rank_one` optimises).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rewrite.problem import EditProblem
+from rewrite.site import as_map
+from rewrite.strategies.base import EditResult, LowRankDelta, Strategy
+from rewrite.strategies.directional import DirectionConfig
+
+
+@dataclass
+class ClosedFormConfig(DirectionConfig):
+    pass
+
+
+def lambda_basis(weight_shape: tuple[int, ...], in_axis: int, rank: int) -> Tensor:
+    """Every unit Λ for one output channel, stacked on the output axis: P = r·taps of them."""
+    out_axis = 1 - in_axis
+    taps = weight_shape[2:]
+    p = rank * int(torch.tensor(taps).prod()) if taps else rank
+    basis = torch.eye(p, dtype=torch.float64).reshape(p, rank, *taps)  # (P=out, r, taps)
+    return basis if out_axis == 0 else basis.transpose(0, 1)
+
+
+def solve_lambda(problem: EditProblem, d: Tensor) -> Tensor:
+    """Λ (float64) minimising Σ alpha·‖layer_out(W0 + Λ Dᵀ) − v*‖² over the paste site."""
+    site = problem.site
+    proj = site.project_keys(problem.keys.double(), d)
+    basis = lambda_basis(tuple(site.weight.shape), site.in_axis, d.shape[1])
+    cols = as_map(site.delta_forward(proj, basis))[0]  # (P, H, W)
+    w = problem.layer_weight.double()
+    sel = (w > 0).flatten()
+    sw = w.flatten()[sel].sqrt()[:, None]
+    a = cols.reshape(cols.shape[0], -1).T[sel] * sw  # (M, P)
+    resid = (as_map(problem.target_layer_out) - as_map(problem.layer_out0)).double()[0]
+    b = resid.reshape(resid.shape[0], -1).T[sel] * sw  # (M, out)
+    x = torch.linalg.lstsq(a, b, driver="gelsd").solution  # (P, out)
+    out_axis = 1 - site.in_axis
+    taps = tuple(site.weight.shape[2:])
+    lam = x.T.reshape(x.shape[1], d.shape[1], *taps)  # (out, r, taps)
+    return lam if out_axis == 0 else lam.transpose(0, 1)
+
+
+class ClosedForm(Strategy):
+    Config = ClosedFormConfig
+    name = "closed_form"
+
+    def setup(self, problem: EditProblem) -> None:
+        self.problem = problem
+        self.d = problem.directions(self.cfg.rank, self.cfg.key_method, self.cfg.use_context)
+        self.lam: Tensor | None = None
+
+    @property
+    def num_steps(self) -> int:
+        return 1
+
+    @torch.no_grad()
+    def step(self, index: int) -> Tensor:
+        p = self.prob
+        self.lam = solve_lambda(p, self.d)
+        w = p.site.weight + p.site.expand(self.lam, self.d).to(p.site.weight.dtype)
+        return p.value_loss(p.site.value_forward(p.keys, w)).detach()
+
+    def result(self) -> EditResult:
+        if self.lam is None:
+            raise RuntimeError("closed_form: step() has not run")
+        site = self.prob.site
+        lam = self.lam.to(site.weight.dtype)
+        delta = LowRankDelta(site.weight_name, self.d.to(site.weight.dtype), lam, site.in_axis)
+        return EditResult({site.weight_name: site.weight.detach() + delta.weight_delta()}, delta)
