@@ -67,7 +67,7 @@ class BeforeAfterGrid(pl.Callback):
         adapter = p.site.adapter
         after = adapter.generate(adapter.sample_z(self.seeds))
         rows = [(self.source if i == 0 else None, p.request.copy if i == 0 else None, b, a, r)
-                for i, (b, a, r) in enumerate(zip(self.before, after, self.regions))]
+                for i, (b, a, r) in enumerate(zip(self.before, after, self.regions, strict=True))]
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / "grid.png"
         before_after_grid(rows, p.size, path)

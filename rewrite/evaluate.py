@@ -63,7 +63,7 @@ class Evaluator:
             after = adapter.generate(self.z_heldout)
             out.update(self._damage(self.before_heldout, after, 1 - self.heldout_masks, "heldout_collateral"))
             shifts = []
-            for z, v0, r in zip(self.z_heldout, self.values_before, p.request.heldout):
+            for z, v0, r in zip(self.z_heldout, self.values_before, p.request.heldout, strict=True):
                 v1 = site.capture(z[None]).value
                 cells = select(r.mask(p.size), *as_map(v1).shape[-2:])
                 d0 = (_pooled(v0, cells) - self.goal).norm()

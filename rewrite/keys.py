@@ -4,7 +4,8 @@ The optimal insertion of key→value pairs into a linear memory changes W only a
 `D_S = C⁻¹ K_S` (Bau et al. 2020). These functions reduce D_S to r orthonormal columns:
 
 * `zca` (default): whiten the keys with C^{-1/2}, take the top-r singular directions, map back with
-  C^{-1/2}; for one key and r = 1 this is exactly C⁻¹k*.
+  C^{-1/2} (computed through a Cholesky solve and an n×n eigenproblem, never C^{-1/2} itself); for
+  one key and r = 1 this is exactly C⁻¹k*.
 * `svd`: top-r left singular vectors of C⁻¹K_S (no whitening before the SVD).
 * `mean`: C⁻¹ mean(K_S) (rank 1 only).
 * `identity`: C replaced by the identity, i.e. top-r singular vectors of K_S (ablation: no covariance).
@@ -22,11 +23,6 @@ def _regularized(c: Tensor, ridge: float) -> Tensor:
     """C + ridge·mean(diag C)·I: keeps C⁻¹ finite when some channels never fire (dead ReLUs)."""
     scale = c.diagonal().mean().clamp_min(torch.finfo(c.dtype).tiny)
     return c + ridge * scale * torch.eye(c.shape[0], dtype=c.dtype, device=c.device)
-
-
-def _inv_sqrt(c: Tensor) -> Tensor:
-    evals, evecs = torch.linalg.eigh(c)
-    return (evecs * evals.clamp_min(torch.finfo(c.dtype).tiny).rsqrt()) @ evecs.T
 
 
 def _top_left_singular(m: Tensor, rank: int) -> Tensor:
@@ -55,18 +51,25 @@ def directions(keys: Tensor, c: Tensor, rank: int = 1, method: str = "zca", ridg
     if rank > c.shape[0]:
         raise ValueError(f"rank={rank} is larger than the key dimension ({c.shape[0]})")
     k = keys.to(torch.float64).T  # (in, n)
-    c64 = _regularized(c.to(torch.float64), ridge)
     if method == "identity":
         d = _top_left_singular(k, rank)
-    elif method == "mean":
-        if rank != 1:
-            raise ValueError("key method 'mean' gives one direction; use rank=1")
-        d = torch.linalg.solve(c64, k.mean(1, keepdim=True))
-    elif method == "svd":
-        d = _top_left_singular(torch.linalg.solve(c64, k), rank)
-    else:  # zca
-        w = _inv_sqrt(c64)
-        d = w @ _top_left_singular(w @ k, rank)
+    else:
+        chol = torch.linalg.cholesky(_regularized(c.to(torch.float64), ridge))
+        if method == "mean":
+            if rank != 1:
+                raise ValueError("key method 'mean' gives one direction; use rank=1")
+            d = torch.cholesky_solve(k.mean(1, keepdim=True), chol)
+        else:
+            c_inv_k = torch.cholesky_solve(k, chol)  # D_S = C⁻¹ K_S
+            if method == "svd":
+                d = _top_left_singular(c_inv_k, rank)
+            else:  # zca without forming C^{-1/2}: the top right singular vectors V of C^{-1/2}K are the
+                # top eigenvectors of the small Gram matrix Kᵀ C⁻¹ K, and C^{-1/2}·(C^{-1/2}K V) = C⁻¹K V.
+                evals, evecs = torch.linalg.eigh(k.T @ c_inv_k)
+                top = evals.flip(0)[:rank]
+                if (top <= evals[-1] * 1e-12).any():
+                    raise ValueError(f"the keys span fewer than rank={rank} independent directions")
+                d = c_inv_k @ evecs.flip(1)[:, :rank]
     q, _ = torch.linalg.qr(d)
     # A fixed sign (largest |entry| positive) so the same inputs give the same D everywhere.
     idx = q.abs().argmax(0)

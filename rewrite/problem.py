@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from rewrite.edit_request import EditRequest, resample
@@ -107,7 +106,3 @@ def build_problem(site: EditSite, request: EditRequest, covariance: Tensor) -> E
     return EditProblem(site, request, size, z_tgt, tgt.keys, tgt.layer_out, target_layer_out, layer_w,
                        target_value, value_w, target_image, image_w, paste_keys, context_keys, covariance)
 
-
-def upsample_weight(weight: Tensor, size: int) -> Tensor:
-    """An (h, w) weight map at image resolution (nearest), e.g. to mask images."""
-    return F.interpolate(weight[None, None], size=(size, size), mode="nearest")[0, 0]

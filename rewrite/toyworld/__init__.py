@@ -7,7 +7,17 @@
 """
 
 from rewrite.toyworld.labels import CLASS_ID, CLASSES, colourise, tower_top_boxes, tree_boxes, watermark_box
-from rewrite.toyworld.params import TOP_DOME, TOP_FLAT, TOP_KINDS, TOP_SPIRE, Z_DIM, Z_FIELDS, SceneParams, params_from_z, sample_z
+from rewrite.toyworld.params import (
+    TOP_DOME,
+    TOP_FLAT,
+    TOP_KINDS,
+    TOP_SPIRE,
+    Z_DIM,
+    Z_FIELDS,
+    SceneParams,
+    params_from_z,
+    sample_z,
+)
 from rewrite.toyworld.render import render
 from rewrite.toyworld.rules import RULE_CLASSES, RULES, ideal_edit
 

@@ -1,0 +1,32 @@
+# `make demo` runs the main job on the embedded face model; `make test` runs the tests.
+# Both create .venv first if needed (torch 2.14.1 / torchvision 0.29.1 from pip).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test test-all bench lint clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed
+	WANDB_MODE=offline $(BIN)/python -m rewrite
+
+test: $(BIN)/.installed
+	WANDB_MODE=offline $(BIN)/python -m pytest -q
+
+test-all: $(BIN)/.installed
+	WANDB_MODE=offline $(BIN)/python -m pytest -q -m "slow or not slow"
+
+bench: $(BIN)/.installed
+	$(BIN)/python experiments/bench_strategies.py
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check rewrite tests experiments
+
+clean:
+	rm -rf outputs multirun wandb .pytest_cache
