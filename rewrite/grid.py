@@ -31,18 +31,22 @@ def before_after_grid(rows: list[tuple[Tensor | None, Region | None, Tensor, Ten
                       size: int, path: str | Path | None = None, scale: int | None = None) -> Tensor:
     """One row per image: [reference (or black), before, after, 4×|after − before|].
 
+    The reference column is left out when no row has a reference.
+
     Each row is (reference image or None, its region, before, after, region to outline).
     """
     scale = scale or max(1, 128 // size)
+    with_ref = any(r[0] is not None for r in rows)
     tiles = []
     for ref, ref_region, before, after, region in rows:
-        black = torch.zeros(3, size * scale, size * scale, dtype=torch.uint8)
-        tiles.append(_boxed(ref, ref_region, size, scale, "red") if ref is not None else black)
+        if with_ref:
+            black = torch.zeros(3, size * scale, size * scale, dtype=torch.uint8)
+            tiles.append(_boxed(ref, ref_region, size, scale, "red") if ref is not None else black)
         tiles.append(_boxed(before, region, size, scale, "yellow"))
         tiles.append(_boxed(after, region, size, scale, "yellow"))
         diff = ((after - before).abs() * 4).clamp(0, 2) - 1
         tiles.append(_boxed(diff, None, size, scale, "yellow"))
-    grid = make_grid(torch.stack(tiles), nrow=4, padding=2, pad_value=255)
+    grid = make_grid(torch.stack(tiles), nrow=4 if with_ref else 3, padding=2, pad_value=255)
     if path is not None:
         save_image(grid.float() / 255, str(path))
     return grid

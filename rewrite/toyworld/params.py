@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -97,6 +98,7 @@ Z_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 Z_DIM = len(Z_FIELDS)
 _Z = {name: i for i, name in enumerate(Z_FIELDS)}
+_Uniform = Callable[[str], Tensor]  # z field name -> its uniform u = Phi(z_i), (N,)
 
 _SKY_DAY = ((0.30, 0.55, 0.92), (0.72, 0.85, 0.97))  # (top, horizon)
 _SKY_DUSK = ((0.22, 0.22, 0.48), (0.98, 0.62, 0.38))
@@ -233,11 +235,11 @@ def _lerp(u: Tensor, a: float | Tensor, b: float | Tensor) -> Tensor:
     return a + (b - a) * u
 
 
-def _towers(at, building_x0: Tensor, building_w: Tensor, building_y0: Tensor) -> dict[str, Tensor]:
+def _towers(at: _Uniform, building_x0: Tensor, building_w: Tensor, building_y0: Tensor) -> dict[str, Tensor]:
     """Tower slots; slot 1 is filled only in two-tower scenes but always parameterised.
 
-    Two towers sit in the outer fifths of the building, so their tops (half width <= 5 px
-    for a flat top) are always at least a pixel apart.
+    Two towers sit near the building's ends (centres at least 0.44 x 26 px apart), so their
+    tops (half width <= 5 px, for a flat top) never touch.
     """
     count = 1 + (at("tower_count") < 0.5).long()
     two = count == 2
@@ -250,11 +252,9 @@ def _towers(at, building_x0: Tensor, building_w: Tensor, building_y0: Tensor) ->
     )
     w = torch.stack([_pick(at(f"tower_width_{k}"), 5, 8) for k in range(MAX_TOWERS)], 1)
     centre = building_x0[:, None] + pos * building_w[:, None]
-    lowest = building_y0[:, None] - 4
-    top_y = torch.stack(
-        [_pick(at(f"tower_top_{k}"), spire_height(w[:, k]) + SKY_CLEARANCE, lowest[:, 0]) for k in range(MAX_TOWERS)],
-        1,
-    )
+    lowest = building_y0 - 4  # at least 4 px of body show above the roof
+    highest = spire_height(w) + SKY_CLEARANCE
+    top_y = torch.stack([_pick(at(f"tower_top_{k}"), highest[:, k], lowest) for k in range(MAX_TOWERS)], 1)
     return {
         "tower_count": count,
         "tower_x0": torch.floor(centre - w / 2 + 0.5).long(),
@@ -264,12 +264,14 @@ def _towers(at, building_x0: Tensor, building_w: Tensor, building_y0: Tensor) ->
     }
 
 
-def _windows(at, building_x0: Tensor, building_w: Tensor, building_y0: Tensor, horizon: Tensor) -> dict[str, Tensor]:
+def _windows(
+    at: _Uniform, building_x0: Tensor, building_w: Tensor, building_y0: Tensor, horizon: Tensor
+) -> dict[str, Tensor]:
     """Window grid and door; the grid is capped so every window keeps a 2 px wall margin."""
     ww, wh = _pick(at("window_w"), 2, 3), _pick(at("window_h"), 3, 4)
     rows = torch.minimum(_pick(at("window_rows"), 1, 3), (horizon - building_y0 - 4) // (wh + 2)).clamp(min=1)
     cols = torch.minimum(_pick(at("window_cols"), 2, 5), (building_w - 4) // (ww + 2)).clamp(min=1)
-    digit = torch.arange(1, MAX_WINDOW_ROWS * MAX_WINDOW_COLS + 1, dtype=torch.float64)
+    digit = torch.arange(1, MAX_WINDOW_ROWS * MAX_WINDOW_COLS + 1, dtype=torch.float64, device=building_x0.device)
     bits = torch.floor(at("window_lit")[:, None] * 2.0**digit) % 2 == 1
     door_w = _pick(at("door_w"), 4, 5)
     door_centre = building_x0 + _lerp(at("door_x"), 0.2, 0.8) * building_w
@@ -285,7 +287,7 @@ def _windows(at, building_x0: Tensor, building_w: Tensor, building_y0: Tensor, h
     }
 
 
-def _trees(at, building_x0: Tensor, building_x1: Tensor) -> dict[str, Tensor]:
+def _trees(at: _Uniform, building_x0: Tensor, building_x1: Tensor) -> dict[str, Tensor]:
     """Tree slots flanking the building; trunks stay outside the pond's columns."""
     x = torch.stack([building_x0 + _lerp(at("tree_pos_0"), -4, 1), building_x1 + _lerp(at("tree_pos_1"), -1, 4)], 1)
     return {
@@ -298,14 +300,14 @@ def _trees(at, building_x0: Tensor, building_x1: Tensor) -> dict[str, Tensor]:
 def _sky(time: Tensor, brightness: Tensor) -> tuple[Tensor, Tensor]:
     """Sky top and horizon colours between midday and dusk."""
     scale = _lerp(brightness, 0.85, 1.05)[:, None]
-    day, dusk = torch.tensor(_SKY_DAY, dtype=torch.float64), torch.tensor(_SKY_DUSK, dtype=torch.float64)
+    day, dusk = (torch.tensor(c, dtype=torch.float64, device=time.device) for c in (_SKY_DAY, _SKY_DUSK))
     colours = [(_lerp(time[:, None], day[i], dusk[i]) * scale).clamp(0, 1).float() for i in range(2)]
     return colours[0], colours[1]
 
 
 def _palette(u: Tensor, anchors: tuple[tuple[float, float, float], ...]) -> Tensor:
     """(N, 3) colour along the polyline through `anchors`, u = 0 first, u = 1 last."""
-    table = torch.tensor(anchors, dtype=torch.float64)
+    table = torch.tensor(anchors, dtype=torch.float64, device=u.device)
     s = u * (len(anchors) - 1)
     i = torch.floor(s).long().clamp(max=len(anchors) - 2)
     return _lerp((s - i)[:, None], table[i], table[i + 1]).float()

@@ -78,7 +78,11 @@ _GLYPH_ALPHA = 0.9  # its glyphs are 90 % white
 
 
 def render(params: SceneParams, supersample: int = SUPERSAMPLE, chunk: int = CHUNK) -> tuple[Tensor, Tensor]:
-    """Render a batch: image (N, 3, 64, 64) float in [0, 1] and labels (N, 64, 64) long (`CLASSES` ids)."""
+    """Render a batch: image (N, 3, 64, 64) float in [0, 1] and labels (N, 64, 64) long (`CLASSES` ids).
+
+    Runs on the params' device.  The ops are short, so on a small CPU shared with other jobs
+    torch.set_num_threads(1) is several times faster than multi-threading (barrier stalls).
+    """
     parts = [_render_chunk(params[i : i + chunk], supersample) for i in range(0, params.n, chunk)]
     return torch.cat([im for im, _ in parts]), torch.cat([lab for _, lab in parts])
 
