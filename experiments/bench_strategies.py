@@ -26,7 +26,7 @@ from rewrite.grid import before_after_grid
 from rewrite.perceptual import make_perceptual
 from rewrite.problem import EditProblem, build_problem
 from rewrite.run import CONF_DIR, load_request
-from rewrite.site import EditSite
+from rewrite.site import make_site
 from rewrite.stats import StatsCache, key_statistics
 from rewrite.strategies.base import EditResult, Strategy
 from rewrite.strategies.closed_form import ClosedForm
@@ -62,7 +62,7 @@ def main() -> None:
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"edit={args.edit}"])
     adapter = instantiate(cfg.generator.model)
-    site = EditSite(adapter, cfg.generator.layer, cfg.generator.value_at)
+    site = make_site(adapter, cfg.generator.layer, cfg.generator.get("value_at"))
     request = load_request(cfg.edit)
     st = cfg.stats
     stats = key_statistics(site, StatsCache(st.cache_dir), st.num_samples, st.batch_size, st.seed, st.dtype)

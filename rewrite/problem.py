@@ -9,7 +9,7 @@ from torch import Tensor
 
 from rewrite.edit_request import EditRequest, resample
 from rewrite.keys import directions
-from rewrite.site import EditSite, as_map
+from rewrite.site import Captured, EditSite, as_map
 from rewrite.stats import key_rows
 
 
@@ -58,8 +58,7 @@ class EditProblem:
     request: EditRequest
     size: int
     z_target: Tensor
-    keys: Tensor  # (1, in, Hk, Wk) keys of the target image
-    layer_out0: Tensor  # unedited layer output at the target (native shape)
+    target: Captured  # the target image's keys, unedited layer output and value (+ context)
     target_layer_out: Tensor  # v* in layer-output space (for the closed form of the linear part)
     layer_weight: Tensor  # (Hl, Wl) alpha of the paste at the layer output
     target_value: Tensor  # v* in value space (native shape of the value module's output)
@@ -69,6 +68,16 @@ class EditProblem:
     paste_keys: Tensor  # (n, in) keys at the paste site
     context_keys: Tensor  # (m, in) keys in the context regions (the paste keys if none given)
     covariance: Tensor  # C (in, in)
+
+    @property
+    def keys(self) -> Tensor:
+        """(1, in, Hk, Wk) keys of the target image."""
+        return self.target.keys
+
+    @property
+    def layer_out0(self) -> Tensor:
+        """Unedited layer output (linear part) at the target, native shape."""
+        return self.target.layer_out
 
     def directions(self, rank: int, method: str, use_context: bool = True) -> Tensor:
         return directions(self.context_keys if use_context else self.paste_keys, self.covariance, rank, method)
@@ -103,6 +112,6 @@ def build_problem(site: EditSite, request: EditRequest, covariance: Tensor) -> E
         context_keys = paste_keys
     if covariance.shape != (site.key_dim, site.key_dim):
         raise ValueError(f"covariance is {tuple(covariance.shape)}, the layer has {site.key_dim} key channels")
-    return EditProblem(site, request, size, z_tgt, tgt.keys, tgt.layer_out, target_layer_out, layer_w,
+    return EditProblem(site, request, size, z_tgt, tgt, target_layer_out, layer_w,
                        target_value, value_w, target_image, image_w, paste_keys, context_keys, covariance)
 

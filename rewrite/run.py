@@ -21,7 +21,7 @@ from rewrite.lightning_module import RewriteModule
 from rewrite.outputs import save_edit
 from rewrite.perceptual import make_perceptual
 from rewrite.problem import build_problem
-from rewrite.site import EditSite
+from rewrite.site import make_site
 from rewrite.stats import StatsCache, key_statistics
 from rewrite.strategies.base import Strategy
 
@@ -55,7 +55,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     adapter: GeneratorAdapter = instantiate(cfg.generator.model)
     adapter.model.to(cfg.device)
-    site = EditSite(adapter, cfg.generator.layer, cfg.generator.get("value_at"))
+    site = make_site(adapter, cfg.generator.layer, cfg.generator.get("value_at"))
     request = load_request(cfg.edit)
     request.validate(adapter.resolution)
     strategy: Strategy = instantiate(cfg.strategy)  # config errors surface before any heavy work

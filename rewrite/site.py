@@ -12,7 +12,7 @@ layout with `in` replaced by `r`, so the same direction applies at every kernel 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +33,9 @@ class Captured:
     """What one forward pass leaves at the site (all detached)."""
 
     keys: Tensor  # (N, in, Hk, Wk)
-    layer_out: Tensor  # native shape of the layer's output
+    layer_out: Tensor  # native shape of the layer's output (its linear part)
     value: Tensor  # native shape of the value module's output
+    context: dict[str, Tensor] = field(default_factory=dict)  # what else the value needs (e.g. styles, noise)
 
 
 class EditSite:
@@ -88,6 +89,15 @@ class EditSite:
         """Axis of the weight that indexes input channels (the key dimension)."""
         return 0 if isinstance(self.layer, nn.ConvTranspose2d) else 1
 
+    def to_weight_layout(self, t: Tensor) -> Tensor:
+        """A tensor laid out (out, r, *taps) -> the weight's own layout (with r in place of `in`)."""
+        return t.transpose(0, 1) if isinstance(self.layer, nn.ConvTranspose2d) else t
+
+    @property
+    def taps(self) -> tuple[int, ...]:
+        """Kernel shape (kh, kw) of a conv; () for a Linear layer."""
+        return tuple(self.weight.shape[2:])
+
     @property
     def key_dim(self) -> int:
         return int(self.weight.shape[self.in_axis])
@@ -140,8 +150,13 @@ class EditSite:
             layer_out = m(layer_out)
         return layer_out
 
-    def value_forward(self, keys: Tensor, weight: Tensor) -> Tensor:
-        return self.tail(self.layer_forward(keys, weight))
+    def value_forward(self, cap: Captured, weight: Tensor) -> Tensor:
+        """The value for captured inputs with `weight` in place of the layer's own."""
+        return self.tail(self.layer_forward(cap.keys, weight))
+
+    def lowrank_value(self, cap: Captured, proj_keys: Tensor, lam: Tensor, d: Tensor) -> Tensor:
+        """The value with W0 + Λ Dᵀ; here through the rank-r path only (the layer is linear in W)."""
+        return self.tail(cap.layer_out + self.delta_forward(proj_keys, lam))
 
     # --- low-rank algebra ---------------------------------------------------------------
     def project_keys(self, keys: Tensor, d: Tensor) -> Tensor:
@@ -160,6 +175,17 @@ class EditSite:
     def coordinates(self, delta: Tensor, d: Tensor) -> Tensor:
         """Λ with ΔW = Λ Dᵀ for a ΔW already in the span (orthonormal D)."""
         return _along_in(delta, self.in_axis, lambda x: x @ d.to(x.dtype))
+
+
+def make_site(adapter: GeneratorAdapter, layer: str, value_at: str | None = None) -> EditSite:
+    """The right kind of site for the layer: StyleGAN2's modulated convs have their own."""
+    from rewrite.generators.stylegan2 import StyledConv
+
+    if isinstance(adapter.module(layer), StyledConv):
+        from rewrite.modulated_site import ModulatedConvSite
+
+        return ModulatedConvSite(adapter, layer, value_at)
+    return EditSite(adapter, layer, value_at)
 
 
 def _along_in(t: Tensor, axis: int, fn: Callable[[Tensor], Tensor]) -> Tensor:

@@ -11,7 +11,7 @@ from rewrite.edit_request import EditRequest
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.keys import directions
 from rewrite.problem import EditProblem
-from rewrite.site import EditSite
+from rewrite.site import Captured, EditSite
 from rewrite.strategies.closed_form import ClosedForm
 
 
@@ -29,7 +29,7 @@ def hand_problem(layer: nn.Module, keys: torch.Tensor, target: torch.Tensor, wei
     with torch.no_grad():
         out0 = site.layer_forward(keys, site.weight)
     req = EditRequest.from_dict({"copy": {"seed": 0, "box": [0, 0, 1, 1]}, "paste": {"seed": 0, "box": [0, 0, 1, 1]}})
-    return EditProblem(site, req, 1, torch.zeros(1, 1), keys, out0, target, weight, target, weight,
+    return EditProblem(site, req, 1, torch.zeros(1, 1), Captured(keys, out0, out0), target, weight, target, weight,
                        torch.zeros(1, 3, 1, 1), torch.ones(1, 1), context, context, c.float())
 
 

@@ -20,7 +20,7 @@ from rewrite.site import EditSite
 def test_value_path_reproduces_the_model(layer: str, value_at: str | None) -> None:
     site = EditSite(load_tiny(), layer, value_at)
     cap = site.capture(site.adapter.sample_z([0, 1]))
-    torch.testing.assert_close(site.value_forward(cap.keys, site.weight), cap.value)
+    torch.testing.assert_close(site.value_forward(cap, site.weight), cap.value)
     # ΔW = Λ Dᵀ acts through the projected keys exactly as through the full weight.
     d, _ = torch.linalg.qr(torch.randn(site.key_dim, 2))
     shape = list(site.weight.shape)

@@ -15,7 +15,7 @@ from tests.conftest import tiny_problem
 
 
 def loss_of(problem: EditProblem, weight: torch.Tensor) -> float:
-    return float(problem.value_loss(problem.site.value_forward(problem.keys, weight)))
+    return float(problem.value_loss(problem.site.value_forward(problem.target, weight)))
 
 
 def test_projected_adam_stays_in_span_of_d(problem: EditProblem) -> None:

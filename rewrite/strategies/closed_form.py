@@ -9,6 +9,7 @@ paper's Λ = (v* − W0 k*) / (dᵀ k*) with d = C⁻¹k*. The nonlinearity afte
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -25,20 +26,17 @@ class ClosedFormConfig(DirectionConfig):
     pass
 
 
-def lambda_basis(weight_shape: tuple[int, ...], in_axis: int, rank: int) -> Tensor:
-    """Every unit Λ for one output channel, stacked on the output axis: P = r·taps of them."""
-    out_axis = 1 - in_axis
-    taps = weight_shape[2:]
-    p = rank * int(torch.tensor(taps).prod()) if taps else rank
-    basis = torch.eye(p, dtype=torch.float64).reshape(p, rank, *taps)  # (P=out, r, taps)
-    return basis if out_axis == 0 else basis.transpose(0, 1)
+def lambda_basis(taps: tuple[int, ...], rank: int) -> Tensor:
+    """Every unit Λ for one output channel, stacked on the output axis: (P, r, *taps), P = r·taps."""
+    p = rank * math.prod(taps)
+    return torch.eye(p, dtype=torch.float64).reshape(p, rank, *taps)
 
 
 def solve_lambda(problem: EditProblem, d: Tensor) -> Tensor:
     """Λ (float64) minimising Σ alpha·‖layer_out(W0 + Λ Dᵀ) − v*‖² over the paste site."""
     site = problem.site
     proj = site.project_keys(problem.keys.double(), d)
-    basis = lambda_basis(tuple(site.weight.shape), site.in_axis, d.shape[1])
+    basis = site.to_weight_layout(lambda_basis(site.taps, d.shape[1]))
     cols = as_map(site.delta_forward(proj, basis))[0]  # (P, H, W)
     w = problem.layer_weight.double()
     sel = (w > 0).flatten()
@@ -47,10 +45,7 @@ def solve_lambda(problem: EditProblem, d: Tensor) -> Tensor:
     resid = (as_map(problem.target_layer_out) - as_map(problem.layer_out0)).double()[0]
     b = resid.reshape(resid.shape[0], -1).T[sel] * sw  # (M, out)
     x = torch.linalg.lstsq(a, b, driver="gelsd").solution  # (P, out)
-    out_axis = 1 - site.in_axis
-    taps = tuple(site.weight.shape[2:])
-    lam = x.T.reshape(x.shape[1], d.shape[1], *taps)  # (out, r, taps)
-    return lam if out_axis == 0 else lam.transpose(0, 1)
+    return site.to_weight_layout(x.T.reshape(x.shape[1], d.shape[1], *site.taps))
 
 
 class ClosedForm(Strategy):
@@ -71,7 +66,7 @@ class ClosedForm(Strategy):
         p = self.prob
         self.lam = solve_lambda(p, self.d)
         w = p.site.weight + p.site.expand(self.lam, self.d).to(p.site.weight.dtype)
-        return p.value_loss(p.site.value_forward(p.keys, w)).detach()
+        return p.value_loss(p.site.value_forward(p.target, w)).detach()
 
     def result(self) -> EditResult:
         if self.lam is None:

@@ -45,7 +45,7 @@ class LayerFinetune(Strategy):
         p = self.prob
         with torch.enable_grad():
             self.optimizer.zero_grad()
-            loss = p.value_loss(p.site.value_forward(p.keys, self.w))
+            loss = p.value_loss(p.site.value_forward(p.target, self.w))
             loss.backward()
             self.optimizer.step()
         self.after_step(index)

@@ -58,8 +58,7 @@ class RankOne(Strategy):
 
     def loss(self) -> Tensor:
         p = self.prob
-        out = p.layer_out0 + p.site.delta_forward(self.proj, self.lam)
-        return p.value_loss(p.site.tail(out))
+        return p.value_loss(p.site.lowrank_value(p.target, self.proj, self.lam, self.d))
 
     def step(self, index: int) -> Tensor:
         assert self.optimizer is not None

@@ -5,8 +5,12 @@ z ~ N(0, I) of size `Z_DIM` decides every part of a 64x64 scene through `params_
 fixed, deterministic function.  Because the scene is explicit, the ideal result of a rule
 change (see `rules.py`) is an exact re-render of the same scene with one parameter changed.
 
-Mapping (`params_from_z`): each named coordinate of z (see `Z_FIELDS`, in that order) goes
-through the standard normal CDF, u = Phi(z_i), so u ~ U(0, 1), and u is then ranged:
+Mapping (`params_from_z`): z is first divided by its root mean square, z_hat = z / RMS(z),
+because a StyleGAN2 mapping network starts with exactly that normalisation (PixelNorm) and so
+can never see the norm of z; the scene therefore depends on z's direction only. Each named
+coordinate of z_hat (see `Z_FIELDS`, in that order) goes through the standard normal CDF,
+u = Phi(z_hat_i), so u ~ U(0, 1) (nearly: z_hat_i is close to, not exactly, N(0, 1)), and u
+is then ranged:
 `pick(u, lo, hi) = lo + floor(u * (hi - lo + 1))` for integers, `lerp(u, a, b)` for reals.
 
 =====================  ===================================================================
@@ -25,8 +29,8 @@ building_top           roof line y = pick(u, 26, 31)
 building_height        pick(u, 12, 18) px; the building stands on the horizon (ground line)
 window_rows            pick(u, 1, 3), capped by what fits in the facade
 window_cols            pick(u, 2, 5), capped by what fits in the facade
-window_lit             window (r, c) is lit iff binary digit r * MAX_WINDOW_COLS + c + 1
-                       of u is 1 (so each window is lit with probability 1/2)
+window_lit_r_c         window (r, c) is lit iff u < 0.5 (one coordinate per window, so a
+                       generator can learn each switch as one threshold of one input)
 window_w / window_h    pick(u, 2, 3) / pick(u, 3, 4) px
 door_x                 door centre at lerp(u, 0.2, 0.8) of the building width
 door_w / door_h        pick(u, 4, 5) / pick(u, 6, 8) px
@@ -89,12 +93,13 @@ Z_FIELDS: tuple[str, ...] = (
     "tower_width_0", "tower_width_1",
     "tower_top_0", "tower_top_1",
     "building_x", "building_width", "building_top", "building_height",
-    "window_rows", "window_cols", "window_lit", "window_w", "window_h",
+    "window_rows", "window_cols", "window_w", "window_h",
     "door_x", "door_w", "door_h",
     "tree_0", "tree_1", "tree_pos_0", "tree_pos_1", "tree_size_0", "tree_size_1",
     "watermark", "watermark_corner",
     "pond", "pond_depth",
     "sky_time", "sky_brightness", "wall_colour", "ground_colour", "tower_colour",
+    *(f"window_lit_{r}_{c}" for r in range(MAX_WINDOW_ROWS) for c in range(MAX_WINDOW_COLS)),
 )  # fmt: skip
 Z_DIM = len(Z_FIELDS)
 _Z = {name: i for i, name in enumerate(Z_FIELDS)}
@@ -189,7 +194,9 @@ def params_from_z(z: Tensor) -> SceneParams:
     """The scene that latent z (N, Z_DIM) describes; the mapping is the module docstring's table."""
     if z.ndim != 2 or z.shape[1] != Z_DIM:
         raise ValueError(f"z must have shape (N, {Z_DIM}), got {tuple(z.shape)}")
-    u = (0.5 * (1 + torch.erf(z.double() / math.sqrt(2)))).clamp(0.0, 1.0 - 1e-12)
+    zd = z.double()
+    z_hat = zd * torch.rsqrt(zd.pow(2).mean(1, keepdim=True).clamp_min(1e-12))  # scale-free: see docstring
+    u = (0.5 * (1 + torch.erf(z_hat / math.sqrt(2)))).clamp(0.0, 1.0 - 1e-12)
 
     def at(name: str) -> Tensor:
         return u[:, _Z[name]]
@@ -271,8 +278,8 @@ def _windows(
     ww, wh = _pick(at("window_w"), 2, 3), _pick(at("window_h"), 3, 4)
     rows = torch.minimum(_pick(at("window_rows"), 1, 3), (horizon - building_y0 - 4) // (wh + 2)).clamp(min=1)
     cols = torch.minimum(_pick(at("window_cols"), 2, 5), (building_w - 4) // (ww + 2)).clamp(min=1)
-    digit = torch.arange(1, MAX_WINDOW_ROWS * MAX_WINDOW_COLS + 1, dtype=torch.float64, device=building_x0.device)
-    bits = torch.floor(at("window_lit")[:, None] * 2.0**digit) % 2 == 1
+    lit = torch.stack([at(f"window_lit_{r}_{c}") < 0.5
+                       for r in range(MAX_WINDOW_ROWS) for c in range(MAX_WINDOW_COLS)], 1)
     door_w = _pick(at("door_w"), 4, 5)
     door_centre = building_x0 + _lerp(at("door_x"), 0.2, 0.8) * building_w
     return {
@@ -280,7 +287,7 @@ def _windows(
         "window_cols": cols,
         "window_w": ww,
         "window_h": wh,
-        "window_lit": bits.view(-1, MAX_WINDOW_ROWS, MAX_WINDOW_COLS),
+        "window_lit": lit.view(-1, MAX_WINDOW_ROWS, MAX_WINDOW_COLS),
         "door_x0": torch.floor(door_centre - door_w / 2 + 0.5).long(),
         "door_w": door_w,
         "door_h": _pick(at("door_h"), 6, 8),

@@ -1,0 +1,45 @@
+"""The toy-world generator: a small StyleGAN2 (64x64) trained here to draw render(params_from_z(z)).
+
+Its z is the toy world's latent (`rewrite.toyworld.Z_DIM` numbers), so every image it draws has a
+known ground truth. Weights: `rewrite/assets/toy_stylegan2.pt` (rosinality layout: `g_ema`,
+`latent_avg`), made by `experiments/train_toy_generator.py`; the card beside it records how.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from rewrite.generators.base import GeneratorAdapter
+from rewrite.generators.stylegan2 import StyleGAN2Generator, load_stylegan2_checkpoint
+from rewrite.toyworld import Z_DIM
+
+TOY_SIZE = 64
+TOY_N_MLP = 4
+TOY_CHANNELS = {4: 128, 8: 128, 16: 96, 32: 64, 64: 32}
+
+
+def build_toy_stylegan2(channels: dict[int, int] | None = None, n_mlp: int = TOY_N_MLP) -> StyleGAN2Generator:
+    return StyleGAN2Generator(TOY_SIZE, Z_DIM, n_mlp, channels=channels or TOY_CHANNELS)
+
+
+def toy_checkpoint_path() -> Path:
+    return Path(str(resources.files("rewrite") / "assets" / "toy_stylegan2.pt"))
+
+
+def load_toy_stylegan2(checkpoint: str | None = None, truncation: float = 1.0) -> GeneratorAdapter:
+    """The committed toy generator (or a checkpoint of the same shape), optionally truncated."""
+    path = Path(checkpoint) if checkpoint else toy_checkpoint_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"toy generator checkpoint not found: {path} "
+                                "(train one with experiments/train_toy_generator.py)")
+    model, latent_avg = load_stylegan2_checkpoint(path, TOY_SIZE, Z_DIM, TOY_N_MLP, channels=TOY_CHANNELS)
+    if truncation < 1:
+        mean = latent_avg if latent_avg is not None else model.mean_latent(4096)
+        base = model.forward
+
+        def truncated(z):  # noqa: ANN001, ANN202 - same signature as the generator's forward
+            return base(z, truncation=truncation, truncation_latent=mean)
+
+        model.forward = truncated  # type: ignore[method-assign]
+    return GeneratorAdapter(model, z_shape=(Z_DIM,), name=f"toy_stylegan2_t{truncation:g}")
