@@ -47,6 +47,8 @@ class ToyGeneratorModule(pl.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.g = build_toy_stylegan2()
+        if cfg.init_from:  # continue an earlier run (its EMA weights)
+            self.g.load_state_dict(torch.load(cfg.init_from, map_location="cpu", weights_only=True)["g_ema"])
         self.g_ema = copy.deepcopy(self.g).requires_grad_(False)
         self.perceptual = EffNetFeatureDistance(min_size=64) if cfg.loss.perceptual > 0 else None
         zv = torch.randn(cfg.eval.samples, Z_DIM, generator=torch.Generator().manual_seed(cfg.eval.seed))

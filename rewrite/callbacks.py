@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Protocol
 
 import pytorch_lightning as pl
 import torch
@@ -15,14 +16,21 @@ from rewrite.lightning_module import RewriteModule
 from rewrite.perceptual import PerceptualDistance
 
 
+class Scorer(Protocol):
+    """Extra metrics that snapshot the unedited model when built and score the edit afterwards."""
+
+    def metrics(self) -> dict[str, float]: ...
+
+
 class EditMetrics(pl.Callback):
     """Snapshot the unedited model at train start; after the edit, write metrics.json and log it."""
 
     def __init__(self, out_dir: str | Path, perceptual: PerceptualDistance | None,
-                 extra: dict[str, float | int | str] | None = None) -> None:
+                 extra: dict[str, float | int | str] | None = None, scorers: list[Scorer] | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.perceptual = perceptual
         self.extra = dict(extra or {})
+        self.scorers = list(scorers or [])
         self.metrics: dict[str, float | int | str] = {}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -34,6 +42,8 @@ class EditMetrics(pl.Callback):
         if pl_module.result is None:
             raise RuntimeError("the edit did not finish (no result after the last step)")
         m: dict[str, float | int | str] = dict(self.evaluator.metrics())
+        for scorer in self.scorers:
+            m.update(scorer.metrics())
         m["edit_time_s"] = pl_module.edit_seconds
         m.update(self.extra)
         self.metrics = m

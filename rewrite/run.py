@@ -30,7 +30,13 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def load_request(edit_cfg: DictConfig) -> EditRequest:
-    """The edit request: inline in the `edit` config group, or from the YAML/JSON file it names."""
+    """The edit request: inline in the `edit` config group, from the YAML/JSON file it names, or
+    built by the factory its `_target_` names (e.g. the toy world's automatic requests)."""
+    if edit_cfg.get("_target_"):
+        request = instantiate(edit_cfg)
+        if not isinstance(request, EditRequest):
+            raise TypeError(f"{edit_cfg._target_} returned {type(request).__name__}, not an EditRequest")
+        return request
     data = OmegaConf.to_container(edit_cfg, resolve=True)
     assert isinstance(data, dict)
     if data.get("file"):
@@ -43,6 +49,19 @@ def output_dir(cfg: DictConfig) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(cfg.get("output_dir") or "outputs/run")
+
+
+def toy_scorers(cfg: DictConfig, adapter: GeneratorAdapter, request: EditRequest) -> list[Any]:
+    """Ground-truth scoring when the edit is a toy-world rule (`eval.toy_rule`), built before the edit."""
+    rule = cfg.eval.get("toy_rule")
+    if not rule:
+        return []
+    from rewrite.toyworld.score import ToyRuleScore, untouched_seeds
+    from rewrite.toyworld.segmenter import load_toy_segmenter, segmenter_path
+
+    seg = load_toy_segmenter() if segmenter_path().is_file() else None
+    return [ToyRuleScore(adapter, rule, [r.seed for r in request.heldout],
+                         untouched_seeds(rule, cfg.eval.toy_untouched_start, cfg.eval.toy_untouched), seg)]
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -68,7 +87,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     perceptual = make_perceptual(cfg.eval.perceptual) if cfg.eval.perceptual else None
     extra = {"stats_time_s": stats.seconds, "stats_cached": int(stats.cached), "strategy": strategy.name}
-    metrics_cb = EditMetrics(out, perceptual, extra)
+    metrics_cb = EditMetrics(out, perceptual, extra, toy_scorers(cfg, adapter, request))
     logger = instantiate(cfg.logger) if cfg.get("logger") and cfg.logger.get("_target_") else False
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[metrics_cb, BeforeAfterGrid(out)],
                                       max_steps=strategy.num_steps, enable_progress_bar=cfg.progress)

@@ -15,6 +15,11 @@ import torch
 from torch import Tensor, nn
 
 
+def seed_latents(seeds: Sequence[int], z_shape: Sequence[int]) -> Tensor:
+    """One latent per seed, each from its own generator, so a seed always means the same image."""
+    return torch.stack([torch.randn(tuple(z_shape), generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
 class GeneratorAdapter:
     """Wraps a frozen generator `model(z) -> image in [-1, 1]` whose latents are `z_shape` normals."""
 
@@ -28,9 +33,8 @@ class GeneratorAdapter:
 
     # --- latents and images -------------------------------------------------------------
     def sample_z(self, seeds: Sequence[int]) -> Tensor:
-        """One latent per seed, each drawn from its own generator so a seed means one image."""
-        zs = [torch.randn(self.z_shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
-        return torch.stack(zs).to(self.device)
+        """One latent per seed (see `seed_latents`), on the model's device."""
+        return seed_latents(seeds, self.z_shape).to(self.device)
 
     def sample_z_stream(self, n: int, seed: int) -> Tensor:
         """`n` latents from one seeded stream (for statistics: cheap and reproducible)."""

@@ -1,0 +1,126 @@
+"""Edit requests for the toy world, chosen automatically and reproducibly from scene parameters and labels.
+
+No hand-drawn masks: for each rule the copy, paste, context and held-out regions come from the
+scenes that seeds 0, 1, 2, … describe (held-out seeds start at `heldout_start`, so evaluation never
+sees a scene the edit used). A seed means the same latent as in `GeneratorAdapter.sample_z`.
+
+* dome_to_spire: copy a spire top, paste it over a dome top of the same tower width (the box is
+  the spire's, bottom-aligned on the dome's tower), context = dome tops of other scenes.
+* remove_watermark: copy the same corner box from a scene without a watermark, paste it over a
+  watermark in that corner, context = other watermarks.
+* add_tree: copy a left tree, paste it at the (empty) left-tree place of a scene without one whose
+  tree box has the same size, context = empty left-tree places.
+* no_reflections: copy plain water from a scene whose pond has no reflection in that box, paste it
+  over the reflections of another scene, context = other scenes' reflections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from rewrite.edit_request import EditRequest, Region
+from rewrite.generators.base import seed_latents
+from rewrite.toyworld.labels import CLASS_ID, tower_top_boxes, tree_boxes, watermark_box
+from rewrite.toyworld.params import TOP_DOME, TOP_SPIRE, Z_DIM, SceneParams, params_from_z
+from rewrite.toyworld.render import render
+from rewrite.toyworld.rules import RULES
+
+Box = tuple[int, int, int, int]
+
+
+def _scenes(start: int, count: int) -> tuple[list[int], SceneParams]:
+    seeds = list(range(start, start + count))
+    return seeds, params_from_z(seed_latents(seeds, (Z_DIM,)))
+
+
+def _box(t: Tensor) -> Box:
+    x0, y0, x1, y1 = (int(v) for v in t.tolist())
+    return x0, y0, x1, y1
+
+
+def _size(b: Box) -> tuple[int, int]:
+    return b[2] - b[0], b[3] - b[1]
+
+
+def _bbox(mask: Tensor) -> Box | None:
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    if len(xs) == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _candidates(rule: str, seeds: list[int], p: SceneParams) -> Iterator[tuple[str, int, Box]]:
+    """(role, seed, box) for every usable region: role 'source' (what to copy) or 'target' (where the rule acts)."""
+    if rule == "dome_to_spire":
+        tops = tower_top_boxes(p)
+        for i, s in enumerate(seeds):
+            for k in range(2):
+                if p.tower_present[i, k]:
+                    kind = int(p.top_kind[i, k])
+                    if kind in (TOP_DOME, TOP_SPIRE):
+                        yield ("target" if kind == TOP_DOME else "source"), s, _box(tops[i, k])
+    elif rule == "remove_watermark":
+        boxes = watermark_box(p)
+        for i, s in enumerate(seeds):
+            yield ("target" if p.watermark_present[i] else "source"), s, _box(boxes[i])
+    elif rule == "add_tree":
+        boxes = tree_boxes(p)
+        for i, s in enumerate(seeds):
+            yield ("source" if p.tree_present[i, 0] else "target"), s, _box(boxes[i, 0])
+    elif rule == "no_reflections":
+        _, labels = render(p)
+        for i, s in enumerate(seeds):
+            b = _bbox(labels[i] == CLASS_ID["reflection"])
+            if b is not None:
+                yield "target", s, b
+    else:
+        raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
+
+
+def _source_for(rule: str, target: Box, sources: list[tuple[int, Box]], seeds: list[int], p: SceneParams,
+                labels: Tensor | None) -> tuple[int, Box, Box] | None:
+    """A (seed, copy box, paste box) whose sizes match for this target region."""
+    if rule == "dome_to_spire":
+        for s, b in sources:
+            if b[2] - b[0] == target[2] - target[0]:
+                h = b[3] - b[1]
+                return s, b, (target[0], target[3] - h, target[2], target[3])
+        return None
+    if rule in ("remove_watermark", "add_tree"):
+        for s, b in sources:
+            if (rule == "remove_watermark" and b == target) or (rule == "add_tree" and _size(b) == _size(target)):
+                return s, b, target
+        return None
+    assert labels is not None  # no_reflections: plain water over the whole box
+    x0, y0, x1, y1 = target
+    for i, s in enumerate(seeds):
+        if bool((labels[i, y0:y1, x0:x1] == CLASS_ID["water"]).all()):
+            return s, target, target
+    return None
+
+
+def toy_request(rule: str, search: int = 400, context: int = 4, heldout: int = 8,
+                heldout_start: int = 1_000_000) -> EditRequest:
+    """The edit request for `rule` (see the module docstring); deterministic for its arguments."""
+    seeds, p = _scenes(0, search)
+    cands = list(_candidates(rule, seeds, p))
+    sources = [(s, b) for role, s, b in cands if role == "source"]
+    targets = [(s, b) for role, s, b in cands if role == "target"]
+    labels = render(p)[1] if rule == "no_reflections" else None
+    for t_seed, t_box in targets:
+        found = _source_for(rule, t_box, sources, seeds, p, labels)
+        if found is not None and found[0] != t_seed:
+            c_seed, c_box, p_box = found
+            break
+    else:
+        raise RuntimeError(f"no copy/paste pair for rule {rule!r} among seeds 0..{search - 1}; raise `search`")
+    ctx = [Region(s, box=b) for s, b in targets if s not in (t_seed, c_seed)][:context]
+    h_seeds, hp = _scenes(heldout_start, max(50, heldout * 10))
+    held = [Region(s, box=b) for role, s, b in _candidates(rule, h_seeds, hp) if role == "target"][:heldout]
+    if len(ctx) < context or len(held) < heldout:
+        raise RuntimeError(f"too few scenes for rule {rule!r}: {len(ctx)} context, {len(held)} held out")
+    return EditRequest(name=f"toy_{rule}", copy=Region(c_seed, box=c_box), paste=Region(t_seed, box=p_box),
+                       context=tuple(ctx), heldout=tuple(held))

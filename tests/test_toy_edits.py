@@ -1,0 +1,78 @@
+"""Toy-world edit requests (automatic regions) and ground-truth scoring (checked with an oracle model)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from rewrite.generators.base import GeneratorAdapter, seed_latents
+from rewrite.toyworld import CLASS_ID, RULES, Z_DIM, ideal_edit, params_from_z, render
+from rewrite.toyworld.edits import toy_request
+from rewrite.toyworld.score import ToyRuleScore, untouched_seeds
+
+# Pixels each rule's paste / copy region must contain, in the paste / copy scene's true labels.
+PASTE_HAS = {"dome_to_spire": "dome", "remove_watermark": "watermark", "add_tree": None, "no_reflections": "reflection"}
+COPY_HAS = {"dome_to_spire": "spire", "remove_watermark": None, "add_tree": "tree", "no_reflections": "water"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the renderer's many small ops stall with 2 threads on a busy machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def labels_of(seed: int) -> Tensor:
+    return render(params_from_z(seed_latents([seed], (Z_DIM,))))[1][0]
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_requests_are_automatic_reproducible_and_on_target(rule: str) -> None:
+    req = toy_request(rule)
+    assert req == toy_request(rule)
+    req.validate(64)
+    assert all(r.seed >= 1_000_000 for r in req.heldout) and len(req.heldout) == 8
+    used = {req.copy.seed, req.paste.seed}
+    assert not used & {r.seed for r in req.context}
+    for region, want in ((req.paste, PASTE_HAS[rule]), (req.copy, COPY_HAS[rule])):
+        if want is not None:
+            x0, y0, x1, y1 = region.box
+            assert (labels_of(region.seed)[y0:y1, x0:x1] == CLASS_ID[want]).any(), (rule, want)
+    if rule == "add_tree":  # the paste place is empty: no tree there yet
+        x0, y0, x1, y1 = req.paste.box
+        assert not (labels_of(req.paste.seed)[y0:y1, x0:x1] == CLASS_ID["tree"]).any()
+
+
+class OracleWorld(nn.Module):
+    """A 'generator' that is the renderer itself, optionally with the rule applied."""
+
+    def __init__(self, rule: str | None = None) -> None:
+        super().__init__()
+        self.rule = rule
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        p = params_from_z(z)
+        return render(ideal_edit(p, self.rule) if self.rule else p)[0] * 2 - 1
+
+
+def test_score_is_one_for_the_ideal_edit_and_zero_for_none() -> None:
+    rule = "dome_to_spire"
+    req = toy_request(rule, heldout=4)
+    model = OracleWorld()
+    adapter = GeneratorAdapter(model, (Z_DIM,), "oracle")
+    untouched = untouched_seeds(rule, 2_000_000, 4)
+    score = ToyRuleScore(adapter, rule, [r.seed for r in req.heldout], untouched)
+    none = score.metrics()
+    assert none["toy_efficacy"] == pytest.approx(0.0, abs=1e-6)
+    assert none["toy_damage_l1_outside_footprint"] == 0.0 and none["toy_damage_l1_untouched_scenes"] == 0.0
+    model.rule = rule
+    ideal = score.metrics()
+    assert ideal["toy_ideal_l1_in_footprint"] == pytest.approx(0.0, abs=1e-6)
+    assert ideal["toy_efficacy"] == pytest.approx(1.0, abs=1e-6)
+    assert ideal["toy_damage_l1_outside_footprint"] == pytest.approx(0.0, abs=1e-6)
+    assert ideal["toy_damage_l1_untouched_scenes"] == 0.0  # the rule leaves those scenes alone
+    model.rule = "remove_watermark"  # the wrong rule: no progress on domes
+    assert score.metrics()["toy_efficacy"] < 0.05
