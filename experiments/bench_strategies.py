@@ -81,6 +81,9 @@ def main() -> None:
         ("rank_one", "-", RankOne(), 3),
         ("low_rank(r=4)", "-", RankOne(rank=4), 3),
     ]
+    # The optimiser for Λ was chosen by this measurement: L-BFGS (default) against Adam.
+    runs += [("rank_one(adam)", f"{lr:g}", RankOne(optimizer="adam", steps=300, lr=lr), 1)
+             for lr in ([1e-3] if args.quick else [1e-2, 1e-3])]
     runs += [("projected_adam", f"{lr:g}", ProjectedAdam(lr=lr), 1) for lr in sweep["projected_adam"]]
     runs += [("layer_finetune", f"{lr:g}", LayerFinetune(lr=lr), 1) for lr in sweep["layer_finetune"]]
     runs += [("full_finetune", f"{lr:g}", FullFinetune(lr=lr), 1) for lr in sweep["full_finetune"]]

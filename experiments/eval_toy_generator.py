@@ -16,41 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from rewrite.generators.toy_stylegan2 import load_toy_stylegan2, toy_checkpoint_path
-from rewrite.toyworld import CLASS_ID, CLASSES, Z_DIM, params_from_z, render, tower_top_boxes
-from rewrite.toyworld.segmenter import load_toy_segmenter
-
-TOP_CLASSES = torch.tensor([CLASS_ID["dome"], CLASS_ID["spire"], CLASS_ID["flat_top"]])
-
-
-def quality(n: int, seed: int, checkpoint: str | None = None) -> dict[str, float]:
-    adapter = load_toy_stylegan2(checkpoint)
-    seg = load_toy_segmenter()
-    z = torch.randn(n, Z_DIM, generator=torch.Generator().manual_seed(seed))
-    params = params_from_z(z)
-    truth, true_labels = render(params)
-    fake = (adapter.generate(z).clamp(-1, 1) + 1) / 2
-    pred = seg.labels(fake)
-    ious = []
-    for c in range(len(CLASSES)):
-        p, t = pred == c, true_labels == c
-        union = (p | t).sum()
-        if union > 0:
-            ious.append(float((p & t).sum() / union))
-    boxes = tower_top_boxes(params)
-    right = total = 0
-    for i in range(n):
-        for k in range(2):
-            if not params.tower_present[i, k]:
-                continue
-            x0, y0, x1, y1 = boxes[i, k].tolist()
-            counts = torch.stack([(pred[i, y0:y1, x0:x1] == c).sum() for c in TOP_CLASSES])
-            right += int(counts.argmax() == params.top_kind[i, k] and counts.max() > 0)
-            total += 1
-    return {"heldout_n": n, "heldout_seed": seed, "mae01": float((fake - truth).abs().mean()),
-            "segmenter_miou": sum(ious) / len(ious), "tower_tops_read_correctly": right / total, "towers": total}
+from rewrite.generators.toy_stylegan2 import toy_checkpoint_path
+from rewrite.toyworld.quality import quality
 
 
 def main() -> None:

@@ -61,6 +61,10 @@ def main() -> None:
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
     model = ToySegmenter()
+    # Rare classes (reflections are ~0.1% of pixels) get weight ∝ frequency^-1/2, else they are never predicted.
+    _, sample = render(params_from_z(torch.randn(512, Z_DIM, generator=torch.Generator().manual_seed(args.seed + 1))))
+    freq = torch.bincount(sample.flatten(), minlength=len(CLASSES)).float().clamp_min(1) / sample.numel()
+    class_weight = freq.rsqrt() / freq.rsqrt().mean()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps)
     t0 = time.time()
@@ -68,7 +72,7 @@ def main() -> None:
     for _ in bar:
         z = torch.randn(args.batch, Z_DIM, generator=g)
         x, y = render(params_from_z(z))
-        loss = F.cross_entropy(model(augment(x, g)), y)
+        loss = F.cross_entropy(model(augment(x, g)), y, weight=class_weight)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -89,6 +93,7 @@ def main() -> None:
         "made_by": "experiments/train_toy_segmenter.py",
         "args": vars(args),
         "train_seconds": round(seconds, 1),
+        "class_weight": dict(zip(CLASSES, [round(float(w), 3) for w in class_weight], strict=True)),
         "heldout": "512 renders of z from seed 12345 (no augmentation)",
         "heldout_pixel_accuracy": acc,
         "heldout_iou": dict(zip(CLASSES, iou, strict=True)),

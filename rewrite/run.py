@@ -73,7 +73,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(int(cfg.torch_threads))
 
     adapter: GeneratorAdapter = instantiate(cfg.generator.model)
-    adapter.model.to(cfg.device)
     site = make_site(adapter, cfg.generator.layer, cfg.generator.get("value_at"))
     request = load_request(cfg.edit)
     request.validate(adapter.resolution)
@@ -82,7 +81,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     st = cfg.stats
     stats = key_statistics(site, StatsCache(st.cache_dir) if st.cache_dir else None, st.num_samples,
                            st.batch_size, st.seed, st.dtype, progress=cfg.progress)
-    problem = build_problem(site, request, stats.moment.to(cfg.device))
+    problem = build_problem(site, request, stats.moment)
     base_sha = stats.spec.weights_sha256
 
     perceptual = make_perceptual(cfg.eval.perceptual) if cfg.eval.perceptual else None

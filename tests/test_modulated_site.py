@@ -59,3 +59,18 @@ def test_strategies_edit_a_stylegan2_layer() -> None:
         w = strategy.run(p).weights[site.weight_name]
         assert w.shape == site.weight.shape
         assert float(p.value_loss(site.value_forward(p.target, w))) < start, strategy.name
+
+
+def test_adapter_loads_a_checkpoint_with_truncation(tmp_path) -> None:  # noqa: ANN001
+    from rewrite.generators.stylegan2_adapter import load_stylegan2
+
+    src = tiny_stylegan2()
+    path = tmp_path / "g.pt"
+    torch.save({"g_ema": src.model.state_dict()}, path)  # no latent_avg: the mean w is computed
+    channels = {4: 8, 8: 8, 16: 8}
+    loaded = load_stylegan2(str(path), 16, 8, 2, channels=channels)
+    z = loaded.sample_z([0, 1, 2])
+    torch.testing.assert_close(loaded.generate(z), src.generate(z))
+    collapsed = load_stylegan2(str(path), 16, 8, 2, channels=channels, truncation=0.0).generate(z)
+    torch.testing.assert_close(collapsed[0], collapsed[1])
+    assert not torch.allclose(loaded.generate(z)[0], loaded.generate(z)[1])

@@ -11,7 +11,8 @@ from importlib import resources
 from pathlib import Path
 
 from rewrite.generators.base import GeneratorAdapter
-from rewrite.generators.stylegan2 import StyleGAN2Generator, load_stylegan2_checkpoint
+from rewrite.generators.stylegan2 import StyleGAN2Generator
+from rewrite.generators.stylegan2_adapter import load_stylegan2
 from rewrite.toyworld import Z_DIM
 
 TOY_SIZE = 64
@@ -33,13 +34,5 @@ def load_toy_stylegan2(checkpoint: str | None = None, truncation: float = 1.0) -
     if not path.is_file():
         raise FileNotFoundError(f"toy generator checkpoint not found: {path} "
                                 "(train one with experiments/train_toy_generator.py)")
-    model, latent_avg = load_stylegan2_checkpoint(path, TOY_SIZE, Z_DIM, TOY_N_MLP, channels=TOY_CHANNELS)
-    if truncation < 1:
-        mean = latent_avg if latent_avg is not None else model.mean_latent(4096)
-        base = model.forward
-
-        def truncated(z):  # noqa: ANN001, ANN202 - same signature as the generator's forward
-            return base(z, truncation=truncation, truncation_latent=mean)
-
-        model.forward = truncated  # type: ignore[method-assign]
-    return GeneratorAdapter(model, z_shape=(Z_DIM,), name=f"toy_stylegan2_t{truncation:g}")
+    return load_stylegan2(str(path), TOY_SIZE, Z_DIM, TOY_N_MLP, channels=TOY_CHANNELS, truncation=truncation,
+                          name=f"toy_stylegan2_t{truncation:g}")
