@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, IterableDataset
 
-from rewrite.generators.toy_stylegan2 import TOY_CHANNELS, TOY_N_MLP, build_toy_stylegan2
+from rewrite.generators.toy_stylegan2 import TOY_CHANNELS, TOY_LR_MLP, TOY_N_MLP, build_toy_stylegan2
 from rewrite.perceptual import EffNetFeatureDistance
 from rewrite.toyworld import Z_DIM, params_from_z, render
 
@@ -46,7 +46,7 @@ class ToyGeneratorModule(pl.LightningModule):
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.g = build_toy_stylegan2()
+        self.g = build_toy_stylegan2(cfg.lr_mlp)
         if cfg.init_from:  # continue an earlier run (its EMA weights)
             self.g.load_state_dict(torch.load(cfg.init_from, map_location="cpu", weights_only=True)["g_ema"])
         self.g_ema = copy.deepcopy(self.g).requires_grad_(False)
@@ -89,6 +89,8 @@ class ToyGeneratorModule(pl.LightningModule):
 
 @hydra.main(version_base="1.3", config_path=CONF, config_name="train_toy_generator")
 def main(cfg: DictConfig) -> None:
+    if cfg.lr_mlp != TOY_LR_MLP:
+        raise ValueError(f"lr_mlp={cfg.lr_mlp} but rewrite.generators.toy_stylegan2 loads with {TOY_LR_MLP}")
     pl.seed_everything(cfg.seed)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -105,7 +107,8 @@ def main(cfg: DictConfig) -> None:
     card = {
         "what": "toy-world StyleGAN2 generator (rosinality layout), trained to draw render(params_from_z(z))",
         "made_by": "experiments/train_toy_generator.py",
-        "architecture": {"size": 64, "style_dim": Z_DIM, "n_mlp": TOY_N_MLP, "channels": TOY_CHANNELS},
+        "architecture": {"size": 64, "style_dim": Z_DIM, "n_mlp": TOY_N_MLP, "channels": TOY_CHANNELS,
+                         "lr_mlp": cfg.lr_mlp},
         "config": OmegaConf.to_container(cfg, resolve=True),
         "steps": trainer.global_step,
         "train_seconds": round(seconds, 1),

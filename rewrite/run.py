@@ -13,6 +13,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import WandbLogger
 
 from rewrite.callbacks import BeforeAfterGrid, EditMetrics
 from rewrite.edit_request import EditRequest
@@ -99,7 +100,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         save_edit(out, adapter, module.result, base_sha, strategy.name)
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
     finally:
-        if logger and type(logger).__name__ == "WandbLogger":
+        if isinstance(logger, WandbLogger):
             import wandb
 
             wandb.finish()  # one W&B run per multirun job

@@ -473,6 +473,7 @@ def load_stylegan2_checkpoint(
     channel_multiplier: int = 2,
     key: str = "g_ema",
     channels: Mapping[int, int] | float | None = None,
+    lr_mlp: float = 0.01,
 ) -> tuple[StyleGAN2Generator, Tensor | None]:
     """Build a generator and load a checkpoint of the reference ecosystem into it (strictly).
 
@@ -498,7 +499,8 @@ def load_stylegan2_checkpoint(
     else:
         raise ValueError(f"{path}: no {key!r} entry and not a bare state dict (top-level keys: {sorted(ckpt)[:10]})")
 
-    generator = StyleGAN2Generator(size, style_dim, n_mlp, channel_multiplier=channel_multiplier, channels=channels)
+    generator = StyleGAN2Generator(size, style_dim, n_mlp, channel_multiplier=channel_multiplier, channels=channels,
+                                   lr_mlp=lr_mlp)
     expected = generator.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]

@@ -18,10 +18,11 @@ from rewrite.toyworld import Z_DIM
 TOY_SIZE = 64
 TOY_N_MLP = 4
 TOY_CHANNELS = {4: 128, 8: 128, 16: 96, 32: 64, 64: 32}
+TOY_LR_MLP = 1.0  # the mapping must learn sharp functions of z (thresholds), so it trains at full lr
 
 
-def build_toy_stylegan2(channels: dict[int, int] | None = None, n_mlp: int = TOY_N_MLP) -> StyleGAN2Generator:
-    return StyleGAN2Generator(TOY_SIZE, Z_DIM, n_mlp, channels=channels or TOY_CHANNELS)
+def build_toy_stylegan2(lr_mlp: float = TOY_LR_MLP) -> StyleGAN2Generator:
+    return StyleGAN2Generator(TOY_SIZE, Z_DIM, TOY_N_MLP, channels=TOY_CHANNELS, lr_mlp=lr_mlp)
 
 
 def toy_checkpoint_path() -> Path:
@@ -35,4 +36,4 @@ def load_toy_stylegan2(checkpoint: str | None = None, truncation: float = 1.0) -
         raise FileNotFoundError(f"toy generator checkpoint not found: {path} "
                                 "(train one with experiments/train_toy_generator.py)")
     return load_stylegan2(str(path), TOY_SIZE, Z_DIM, TOY_N_MLP, channels=TOY_CHANNELS, truncation=truncation,
-                          name=f"toy_stylegan2_t{truncation:g}")
+                          lr_mlp=TOY_LR_MLP, name=f"toy_stylegan2_t{truncation:g}")
