@@ -27,10 +27,6 @@ class RewriteModule(pl.LightningModule):
         self.edit_seconds = 0.0
         self._t0 = 0.0
 
-    @property
-    def generator(self) -> torch.nn.Module:
-        return self.problem.site.adapter.model
-
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.strategy.problem is None:
             self._t0 = time.perf_counter()

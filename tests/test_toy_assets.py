@@ -1,0 +1,66 @@
+"""The committed toy generator and segmenter: intact, and close to the figures their cards record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from rewrite.generators.toy_stylegan2 import toy_checkpoint_path
+from rewrite.run import CONF_DIR, run
+from rewrite.toyworld import RULES, Z_DIM, params_from_z, render
+from rewrite.toyworld.quality import quality
+from rewrite.toyworld.segmenter import load_toy_segmenter, segmenter_path
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("path", [toy_checkpoint_path(), segmenter_path()], ids=["generator", "segmenter"])
+def test_checkpoint_matches_its_card(path: Path) -> None:
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == card["sha256"]
+    assert path.stat().st_size <= (10 if "stylegan2" in path.name else 5) * 2**20
+
+
+def test_segmenter_reads_fresh_renders() -> None:
+    card = json.loads(segmenter_path().with_suffix(".json").read_text())
+    z = torch.randn(64, Z_DIM, generator=torch.Generator().manual_seed(777))
+    x, y = render(params_from_z(z))
+    acc = float((load_toy_segmenter().labels(x) == y).float().mean())
+    assert acc >= min(0.97, card["heldout_pixel_accuracy"] - 0.01)
+
+
+def test_generator_meets_a_loose_version_of_its_card() -> None:
+    card = json.loads(toy_checkpoint_path().with_suffix(".json").read_text())["quality"]
+    got = quality(96, seed=31337)  # other z than the card's
+    assert got["mae01"] <= card["mae01"] + 0.02
+    assert got["segmenter_miou"] >= card["segmenter_miou"] - 0.08
+    # Tower tops: the current checkpoint reads 0% (too blurry, see its card); add the check once it draws them.
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_each_toy_edit_runs_end_to_end(rule: str, tmp_path: Path) -> None:
+    for strategy in ("closed_form", "rank_one", "low_rank"):
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=[
+                "generator=toy_stylegan2", f"edit=toy_{rule}", f"strategy={strategy}", "logger=none",
+                "progress=false", "stats.num_samples=48", "stats.batch_size=16", "eval.toy_untouched=2",
+                f"stats.cache_dir={tmp_path / 'cache'}", f"+output_dir={tmp_path / strategy}"])
+        m = run(cfg)
+        # The closed form fits the pre-demodulation linear part, not this value; rank-1 L-BFGS stalls on
+        # some toy edits (a flat L1 landscape through demodulation), rank 4 does not.
+        if strategy == "low_rank":
+            assert m["value_loss"] < m["value_loss_before"], (rule, strategy)
+        for key in ("toy_efficacy", "toy_damage_l1_outside_footprint", "toy_damage_l1_untouched_scenes"):
+            assert isinstance(m[key], float), key
+        assert (tmp_path / strategy / "grid.png").is_file()
