@@ -86,7 +86,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     base_sha = stats.spec.weights_sha256
 
     perceptual = make_perceptual(cfg.eval.perceptual) if cfg.eval.perceptual else None
-    extra = {"stats_time_s": stats.seconds, "stats_cached": int(stats.cached), "strategy": strategy.name}
+    # The config choice names the run ("low_rank" is the rank_one class with rank 4).
+    label = HydraConfig.get().runtime.choices.get("strategy") if HydraConfig.initialized() else strategy.name
+    extra = {"stats_time_s": stats.seconds, "stats_cached": int(stats.cached), "strategy": label or strategy.name}
     metrics_cb = EditMetrics(out, perceptual, extra, toy_scorers(cfg, adapter, request))
     logger = instantiate(cfg.logger) if cfg.get("logger") and cfg.logger.get("_target_") else False
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[metrics_cb, BeforeAfterGrid(out)],
@@ -104,7 +106,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             import wandb
 
             wandb.finish()  # one W&B run per multirun job
-    log.info("edit %s with %s: %s", request.name, strategy.name, metrics_cb.metrics)
+    log.info("edit %s with %s: %s", request.name, extra["strategy"], metrics_cb.metrics)
     return metrics_cb.metrics
 
 

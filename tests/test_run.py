@@ -82,7 +82,8 @@ def test_multirun_one_wandb_run_per_job(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and (p / "metrics.json").exists())
     assert len(jobs) == 3
-    assert {json.loads((j / "metrics.json").read_text())["strategy"] for j in jobs} == {"closed_form", "rank_one"}
+    assert {json.loads((j / "metrics.json").read_text())["strategy"] for j in jobs} == {"closed_form", "rank_one",
+                                                                                        "low_rank"}
     for job in jobs:
         runs = list((job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, job
