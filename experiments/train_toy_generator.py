@@ -87,6 +87,15 @@ class ToyGeneratorModule(pl.LightningModule):
         return DataLoader(RenderedBatches(self.cfg.batch_size, self.cfg.seed), batch_size=None)
 
 
+def previous_card(init_from: str | None) -> dict | None:
+    """The card of the checkpoint this run continued from (its own `previous` chain included)."""
+    if not init_from or not Path(init_from).with_suffix(".json").is_file():
+        return None
+    old = json.loads(Path(init_from).with_suffix(".json").read_text())
+    keep = ("steps", "train_seconds", "sha256", "quality", "previous")
+    return {k: old[k] for k in keep if k in old}
+
+
 @hydra.main(version_base="1.3", config_path=CONF, config_name="train_toy_generator")
 def main(cfg: DictConfig) -> None:
     if cfg.lr_mlp != TOY_LR_MLP:
@@ -118,6 +127,7 @@ def main(cfg: DictConfig) -> None:
         "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
         "bytes": out.stat().st_size,
     }
+    card["previous"] = previous_card(cfg.init_from)
     out.with_suffix(".json").write_text(json.dumps(card, indent=2))
     print(json.dumps({k: card[k] for k in ("steps", "train_seconds", "val_mae01_last", "bytes")}))
 
