@@ -52,7 +52,12 @@ def _bbox(mask: Tensor) -> Box | None:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def _candidates(rule: str, seeds: list[int], p: SceneParams) -> Iterator[tuple[str, int, Box]]:
+def _labels(rule: str, p: SceneParams) -> Tensor | None:
+    """True label maps, rendered only for the rule that needs them (reflections are not in the params)."""
+    return render(p)[1] if rule == "no_reflections" else None
+
+
+def _candidates(rule: str, seeds: list[int], p: SceneParams, labels: Tensor | None) -> Iterator[tuple[str, int, Box]]:
     """(role, seed, box) for every usable region: role 'source' (what to copy) or 'target' (where the rule acts)."""
     if rule == "dome_to_spire":
         tops = tower_top_boxes(p)
@@ -71,7 +76,7 @@ def _candidates(rule: str, seeds: list[int], p: SceneParams) -> Iterator[tuple[s
         for i, s in enumerate(seeds):
             yield ("source" if p.tree_present[i, 0] else "target"), s, _box(boxes[i, 0])
     elif rule == "no_reflections":
-        _, labels = render(p)
+        assert labels is not None
         for i, s in enumerate(seeds):
             b = _bbox(labels[i] == CLASS_ID["reflection"])
             if b is not None:
@@ -80,7 +85,7 @@ def _candidates(rule: str, seeds: list[int], p: SceneParams) -> Iterator[tuple[s
         raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
 
 
-def _source_for(rule: str, target: Box, sources: list[tuple[int, Box]], seeds: list[int], p: SceneParams,
+def _source_for(rule: str, target: Box, sources: list[tuple[int, Box]], seeds: list[int],
                 labels: Tensor | None) -> tuple[int, Box, Box] | None:
     """A (seed, copy box, paste box) whose sizes match for this target region."""
     if rule == "dome_to_spire":
@@ -106,12 +111,12 @@ def toy_request(rule: str, search: int = 400, context: int = 4, heldout: int = 8
                 heldout_start: int = 1_000_000) -> EditRequest:
     """The edit request for `rule` (see the module docstring); deterministic for its arguments."""
     seeds, p = _scenes(0, search)
-    cands = list(_candidates(rule, seeds, p))
+    labels = _labels(rule, p)
+    cands = list(_candidates(rule, seeds, p, labels))
     sources = [(s, b) for role, s, b in cands if role == "source"]
     targets = [(s, b) for role, s, b in cands if role == "target"]
-    labels = render(p)[1] if rule == "no_reflections" else None
     for t_seed, t_box in targets:
-        found = _source_for(rule, t_box, sources, seeds, p, labels)
+        found = _source_for(rule, t_box, sources, seeds, labels)
         if found is not None and found[0] != t_seed:
             c_seed, c_box, p_box = found
             break
@@ -119,7 +124,8 @@ def toy_request(rule: str, search: int = 400, context: int = 4, heldout: int = 8
         raise RuntimeError(f"no copy/paste pair for rule {rule!r} among seeds 0..{search - 1}; raise `search`")
     ctx = [Region(s, box=b) for s, b in targets if s not in (t_seed, c_seed)][:context]
     h_seeds, hp = _scenes(heldout_start, max(50, heldout * 10))
-    held = [Region(s, box=b) for role, s, b in _candidates(rule, h_seeds, hp) if role == "target"][:heldout]
+    held_cands = _candidates(rule, h_seeds, hp, _labels(rule, hp))
+    held = [Region(s, box=b) for role, s, b in held_cands if role == "target"][:heldout]
     if len(ctx) < context or len(held) < heldout:
         raise RuntimeError(f"too few scenes for rule {rule!r}: {len(ctx)} context, {len(held)} held out")
     return EditRequest(name=f"toy_{rule}", copy=Region(c_seed, box=c_box), paste=Region(t_seed, box=p_box),
