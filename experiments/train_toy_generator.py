@@ -2,9 +2,13 @@
 
     python experiments/train_toy_generator.py                       # conf/train_toy_generator.yaml
     python experiments/train_toy_generator.py trainer.max_time=00:00:05:00 out=/tmp/toy.pt
+    python experiments/train_toy_generator.py trainer.accelerator=gpu batch_size=128   # on a GPU
 
-Every batch is freshly rendered from seeded z, so there is no dataset on disk; held-out z come
-from another seed. Writes the EMA generator (`g_ema`, `latent_avg`) and a JSON card.
+Every batch is freshly rendered from seeded z on the training device, so there is no dataset on
+disk; held-out z come from another seed. The L1 term can weight each pixel by the rarity of its
+true class (`loss.class_balance`), so that windows, tower tops and watermarks are not averaged
+away by the large sky and ground areas. Writes the EMA generator (`g_ema`, `latent_avg`) and a JSON
+card, also every `save_every` steps so that a run cut short still leaves a checkpoint.
 """
 
 from __future__ import annotations
@@ -19,17 +23,20 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from rewrite.generators.toy_stylegan2 import TOY_CHANNELS, TOY_LR_MLP, TOY_N_MLP, build_toy_stylegan2
 from rewrite.perceptual import EffNetFeatureDistance
-from rewrite.toyworld import Z_DIM, params_from_z, render
+from rewrite.toyworld import CLASSES, Z_DIM, params_from_z, render
+from rewrite.toyworld.quality import score_images
+from rewrite.toyworld.segmenter import load_toy_segmenter
 
 CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-class RenderedBatches(IterableDataset):
-    """Endless (z, image in [-1, 1]) batches from one seeded stream."""
+class LatentBatches(IterableDataset):
+    """Endless z batches from one seeded stream (rendered later, on the training device)."""
 
     def __init__(self, batch_size: int, seed: int) -> None:
         self.batch_size, self.seed = batch_size, seed
@@ -37,9 +44,14 @@ class RenderedBatches(IterableDataset):
     def __iter__(self):  # noqa: ANN204
         g = torch.Generator().manual_seed(self.seed)
         while True:
-            z = torch.randn(self.batch_size, Z_DIM, generator=g)
-            image, _ = render(params_from_z(z))
-            yield z, image * 2 - 1
+            yield torch.randn(self.batch_size, Z_DIM, generator=g)
+
+
+def class_weights(labels: Tensor, exponent: float) -> Tensor:
+    """Per-class pixel weights ∝ frequency^-exponent, normalised so an average pixel weighs 1."""
+    freq = torch.bincount(labels.flatten(), minlength=len(CLASSES)).double() / labels.numel()
+    w = (freq + 1e-4) ** -exponent
+    return (w / (freq * w).sum()).float()
 
 
 class ToyGeneratorModule(pl.LightningModule):
@@ -51,15 +63,19 @@ class ToyGeneratorModule(pl.LightningModule):
             self.g.load_state_dict(torch.load(cfg.init_from, map_location="cpu", weights_only=True)["g_ema"])
         self.g_ema = copy.deepcopy(self.g).requires_grad_(False)
         self.perceptual = EffNetFeatureDistance(min_size=64) if cfg.loss.perceptual > 0 else None
-        zv = torch.randn(cfg.eval.samples, Z_DIM, generator=torch.Generator().manual_seed(cfg.eval.seed))
-        self.z_val = zv
-        self.x_val = render(params_from_z(zv))[0]
+        self.segmenter = load_toy_segmenter() if cfg.eval.segmenter else None
+        self.register_buffer("z_val", torch.randn(cfg.eval.samples, Z_DIM,
+                                                  generator=torch.Generator().manual_seed(cfg.eval.seed)))
+        self.register_buffer("pixel_weight", class_weights(render(params_from_z(self.z_val))[1],
+                                                           cfg.loss.class_balance))
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        z, x = batch
+    def training_step(self, z: Tensor, batch_idx: int) -> Tensor:
+        x, labels = render(params_from_z(z))
+        x = x * 2 - 1
         y = self.g(z)
-        l1 = (y - x).abs().mean()
-        loss = l1
+        err = (y - x).abs()
+        l1 = err.mean()
+        loss = (err * self.pixel_weight[labels.long()][:, None]).mean() if self.cfg.loss.class_balance else l1
         if self.perceptual is not None:
             k = self.cfg.loss.perceptual_images
             loss = loss + self.cfg.loss.perceptual * self.perceptual(y[:k], x[:k]).mean()
@@ -71,20 +87,37 @@ class ToyGeneratorModule(pl.LightningModule):
             decay = self.cfg.ema_decay if self.global_step > self.cfg.ema_start else 0.0
             for pe, p in zip(self.g_ema.parameters(), self.g.parameters(), strict=True):
                 pe.lerp_(p, 1 - decay)
-        if (self.global_step + 1) % self.cfg.eval.every == 0:
-            self.log("val/mae01", self.val_mae(), prog_bar=True)
+        step = self.global_step + 1
+        if step % self.cfg.eval.every == 0:
+            self.log_dict({f"val/{k}": v for k, v in self.validation_figures().items()}, prog_bar=True)
+        if self.cfg.save_every and step % self.cfg.save_every == 0:
+            save(self, self.cfg, step, time.time() - self.t0)
+
+    def on_train_start(self) -> None:
+        self.t0 = time.time()
+        # remembered here: after fit, Lightning moves the module back to the CPU
+        self.device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else (
+            f"cpu ({torch.get_num_threads()} threads)")
 
     @torch.no_grad()
-    def val_mae(self) -> float:
-        """Mean absolute error to the ground-truth renders, images in [0, 1] (the quality bar's unit)."""
+    def validation_figures(self) -> dict[str, float]:
+        """MAE to the ground-truth renders (images in [0, 1]); with the segmenter, mIoU and tops read right."""
+        params = params_from_z(self.z_val)
+        truth, labels = render(params)
+        if self.segmenter is not None:
+            self.segmenter.eval()  # its BatchNorm must use running statistics, whatever mode the trainer set
         y = torch.cat([self.g_ema(z) for z in self.z_val.split(64)])
-        return float(((y.clamp(-1, 1) + 1) / 2 - self.x_val).abs().mean())
+        fake = (y.clamp(-1, 1) + 1) / 2
+        if self.segmenter is None:
+            return {"mae01": float((fake - truth).abs().mean())}
+        figures = score_images(fake, truth, labels, params, self.segmenter)
+        return {k: v for k, v in figures.items() if k != "towers"}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.g.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas))
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(RenderedBatches(self.cfg.batch_size, self.cfg.seed), batch_size=None)
+        return DataLoader(LatentBatches(self.cfg.batch_size, self.cfg.seed), batch_size=None)
 
 
 def previous_card(init_from: str | None) -> dict | None:
@@ -92,8 +125,35 @@ def previous_card(init_from: str | None) -> dict | None:
     if not init_from or not Path(init_from).with_suffix(".json").is_file():
         return None
     old = json.loads(Path(init_from).with_suffix(".json").read_text())
-    keep = ("steps", "train_seconds", "sha256", "quality", "previous")
+    keep = ("steps", "train_seconds", "device", "config", "val_last", "sha256", "quality", "previous")
     return {k: old[k] for k in keep if k in old}
+
+
+def save(module: ToyGeneratorModule, cfg: DictConfig, steps: int, seconds: float) -> dict:
+    """Write the EMA generator (on CPU) and its card next to it; return the card."""
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    g = copy.deepcopy(module.g_ema).cpu()
+    tmp = out.with_suffix(".tmp")
+    torch.save({"g_ema": g.state_dict(), "latent_avg": g.mean_latent(4096)}, tmp)
+    tmp.replace(out)
+    card = {
+        "what": "toy-world StyleGAN2 generator (rosinality layout), trained to draw render(params_from_z(z))",
+        "made_by": "experiments/train_toy_generator.py",
+        "architecture": {"size": 64, "style_dim": Z_DIM, "n_mlp": TOY_N_MLP, "channels": TOY_CHANNELS,
+                         "lr_mlp": cfg.lr_mlp},
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "steps": steps,
+        "train_seconds": round(seconds, 1),
+        "device": module.device_name,
+        "data": "fresh renders of z ~ N(0, I) from seed `seed` every step (rewrite.toyworld)",
+        "val_last": module.validation_figures(),
+        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+        "bytes": out.stat().st_size,
+        "previous": previous_card(cfg.init_from),
+    }
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2))
+    return card
 
 
 @hydra.main(version_base="1.3", config_path=CONF, config_name="train_toy_generator")
@@ -103,33 +163,14 @@ def main(cfg: DictConfig) -> None:
     pl.seed_everything(cfg.seed)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
+    torch.set_float32_matmul_precision(cfg.matmul_precision)
     module = ToyGeneratorModule(cfg)
     logger = pl.loggers.CSVLogger(cfg.log_dir, name="toy_generator")
     trainer = pl.Trainer(logger=logger, enable_checkpointing=False, **cfg.trainer)
     t0 = time.time()
     trainer.fit(module)
-    seconds = time.time() - t0
-    out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    g = module.g_ema
-    torch.save({"g_ema": g.state_dict(), "latent_avg": g.mean_latent(4096)}, out)
-    card = {
-        "what": "toy-world StyleGAN2 generator (rosinality layout), trained to draw render(params_from_z(z))",
-        "made_by": "experiments/train_toy_generator.py",
-        "architecture": {"size": 64, "style_dim": Z_DIM, "n_mlp": TOY_N_MLP, "channels": TOY_CHANNELS,
-                         "lr_mlp": cfg.lr_mlp},
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "steps": trainer.global_step,
-        "train_seconds": round(seconds, 1),
-        "threads": torch.get_num_threads(),
-        "data": "fresh renders of z ~ N(0, I) from seed `seed` every step (rewrite.toyworld)",
-        "val_mae01_last": module.val_mae(),
-        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
-        "bytes": out.stat().st_size,
-    }
-    card["previous"] = previous_card(cfg.init_from)
-    out.with_suffix(".json").write_text(json.dumps(card, indent=2))
-    print(json.dumps({k: card[k] for k in ("steps", "train_seconds", "val_mae01_last", "bytes")}))
+    card = save(module, cfg, trainer.global_step, time.time() - t0)
+    print(json.dumps({k: card[k] for k in ("steps", "train_seconds", "val_last", "bytes")}))
 
 
 if __name__ == "__main__":

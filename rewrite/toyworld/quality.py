@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from rewrite.generators.toy_stylegan2 import load_toy_stylegan2
 from rewrite.toyworld.labels import CLASS_ID, CLASSES, tower_top_boxes
-from rewrite.toyworld.params import Z_DIM, params_from_z
+from rewrite.toyworld.params import Z_DIM, SceneParams, params_from_z
 from rewrite.toyworld.render import render
-from rewrite.toyworld.segmenter import load_toy_segmenter
+from rewrite.toyworld.segmenter import ToySegmenter, load_toy_segmenter
 
 TOP_CLASSES = torch.tensor([CLASS_ID["dome"], CLASS_ID["spire"], CLASS_ID["flat_top"]])
 
@@ -16,11 +17,21 @@ TOP_CLASSES = torch.tensor([CLASS_ID["dome"], CLASS_ID["spire"], CLASS_ID["flat_
 def quality(n: int, seed: int, checkpoint: str | None = None) -> dict[str, float]:
     """MAE (images in [0, 1]), segmenter mIoU against true labels, share of tower tops read right."""
     adapter = load_toy_stylegan2(checkpoint)
-    seg = load_toy_segmenter()
     z = torch.randn(n, Z_DIM, generator=torch.Generator().manual_seed(seed))
     params = params_from_z(z)
     truth, true_labels = render(params)
     fake = (adapter.generate(z).clamp(-1, 1) + 1) / 2
+    return {"heldout_n": n, "heldout_seed": seed, **score_images(fake, truth, true_labels, params, load_toy_segmenter())}
+
+
+@torch.no_grad()
+def score_images(
+    fake: Tensor, truth: Tensor, true_labels: Tensor, params: SceneParams, seg: ToySegmenter
+) -> dict[str, float]:
+    """The quality figures of generated images `fake` (in [0, 1]) against renders of the same `params`.
+
+    Shared by the evaluation script and the training loop's validation, so both report one metric.
+    """
     pred = seg.labels(fake)
     ious = []
     for c in range(len(CLASSES)):
@@ -28,15 +39,16 @@ def quality(n: int, seed: int, checkpoint: str | None = None) -> dict[str, float
         union = (p | t).sum()
         if union > 0:
             ious.append(float((p & t).sum() / union))
-    boxes = tower_top_boxes(params)
+    boxes = tower_top_boxes(params).cpu()
+    present, kinds, pred = params.tower_present.cpu(), params.top_kind.cpu(), pred.cpu()
     right = total = 0
-    for i in range(n):
+    for i in range(len(fake)):
         for k in range(2):
-            if not params.tower_present[i, k]:
+            if not present[i, k]:
                 continue
             x0, y0, x1, y1 = boxes[i, k].tolist()
             counts = torch.stack([(pred[i, y0:y1, x0:x1] == c).sum() for c in TOP_CLASSES])
-            right += int(counts.argmax() == params.top_kind[i, k] and counts.max() > 0)
+            right += int(counts.argmax() == kinds[i, k] and counts.max() > 0)
             total += 1
-    return {"heldout_n": n, "heldout_seed": seed, "mae01": float((fake - truth).abs().mean()),
-            "segmenter_miou": sum(ious) / len(ious), "tower_tops_read_correctly": right / total, "towers": total}
+    return {"mae01": float((fake - truth).abs().mean()), "segmenter_miou": sum(ious) / len(ious),
+            "tower_tops_read_correctly": right / max(total, 1), "towers": total}
