@@ -87,3 +87,9 @@ def test_multirun_one_wandb_run_per_job(tmp_path: Path) -> None:
     for job in jobs:
         runs = list((job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, job
+    # The sweep reads back as one table: the varying override is a column, one row per job.
+    table = subprocess.run([sys.executable, "-m", "rewrite.sweep_table", str(tmp_path / "sweep"), "--metrics",
+                            "value_loss,edit_time_s"], capture_output=True, text=True, check=True).stdout
+    lines = table.strip().splitlines()
+    assert lines[0] == "| strategy | value_loss | edit_time_s |" and len(lines) == 2 + 3
+    assert {ln.split("|")[1].strip() for ln in lines[2:]} == {"closed_form", "rank_one", "low_rank"}
