@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric names")
     ap.add_argument("--csv", help="also write the table (full precision) to this CSV file")
     args = ap.parse_args(argv)
-    sweep = load_sweep(args.sweep_dir)
+    try:
+        sweep = load_sweep(args.sweep_dir)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
     metrics = [m for m in args.metrics.split(",") if m]
     header, cells = table(sweep, metrics)
     print(markdown(header, cells))

@@ -12,6 +12,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from rewrite.run import CONF_DIR, load_request
@@ -93,3 +94,17 @@ def test_multirun_one_wandb_run_per_job(tmp_path: Path) -> None:
     lines = table.strip().splitlines()
     assert lines[0] == "| strategy | value_loss | edit_time_s |" and len(lines) == 2 + 3
     assert {ln.split("|")[1].strip() for ln in lines[2:]} == {"closed_form", "rank_one", "low_rank"}
+
+
+def test_toy_benchmark_experiment_runs_as_a_multirun(tmp_path: Path) -> None:
+    # The experiment config sweeps 4 rules x 6 strategies; command-line values narrow it to one job here.
+    proc = rewrite_cli(["-m", "+experiment=toy_benchmark", "edit=toy_dome_to_spire", "strategy=closed_form",
+                        "stats.num_samples=48", "stats.batch_size=16", "eval.toy_untouched=2", "progress=false",
+                        f"stats.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (job,) = [p.parent for p in (tmp_path / "sweep").glob("*/metrics.json")]
+    cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+    assert cfg.generator.model._target_.endswith("load_toy_stylegan2")
+    m = json.loads((job / "metrics.json").read_text())
+    assert m["toy_efficacy"] > 0 and m["toy_source_recall_before"] > 0.1  # the generator draws domes
+    assert list((job / "csv").rglob("metrics.csv"))  # the experiment logs to CSV

@@ -76,3 +76,20 @@ def test_score_is_one_for_the_ideal_edit_and_zero_for_none() -> None:
     assert ideal["toy_damage_l1_untouched_scenes"] == 0.0  # the rule leaves those scenes alone
     model.rule = "remove_watermark"  # the wrong rule: no progress on domes
     assert score.metrics()["toy_efficacy"] < 0.05
+
+
+def test_segmenter_figures_tell_whether_the_generator_draws_the_source() -> None:
+    from rewrite.toyworld.segmenter import load_toy_segmenter
+
+    rule = "remove_watermark"
+    req = toy_request(rule, heldout=4)
+    model = OracleWorld()
+    adapter = GeneratorAdapter(model, (Z_DIM,), "oracle")
+    score = ToyRuleScore(adapter, rule, [r.seed for r in req.heldout], [], segmenter=load_toy_segmenter())
+    model.rule = rule
+    ideal = score.metrics()
+    assert ideal["toy_source_recall_before"] > 0.9  # the oracle draws every watermark
+    assert ideal["toy_segmenter_changed_fraction"] > 0.9  # and the ideal edit removes them
+    # A world that never draws watermarks: removing them "works" on nothing, and the recall says so.
+    blind = ToyRuleScore(adapter, rule, [r.seed for r in req.heldout], [], segmenter=load_toy_segmenter())
+    assert blind.metrics()["toy_source_recall_before"] < 0.1

@@ -4,7 +4,9 @@ For held-out scenes where the rule applies, the ideal image is `render(ideal_edi
 and its footprint is where it differs from the unedited render. Efficacy = how much of the gap
 between the unedited generator's output and the ideal image the edit closed inside the footprint;
 damage = change outside it, and change on held-out scenes the rule leaves alone. The segmenter,
-if given, adds the paper-style figure: the share of source-class pixels now read as the target class.
+if given, adds the paper-style figure: the share of source-class pixels now read as the target class,
+and `toy_source_recall_before`: the share of the true source-class pixels it finds in the unedited
+generator's images (near 0 means the generator does not draw what the rule removes or replaces).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class ToyRuleScore:
         self.adapter, self.rule, self.segmenter = adapter, rule, segmenter
         self.z = adapter.sample_z(seeds)
         params = params_from_z(self.z.cpu())
-        original, _ = render(params)
+        original, self.true_labels = render(params)
         self.ideal, self.ideal_labels = render(ideal_edit(params, rule))
         self.footprint = ((self.ideal - original).abs().amax(1) > 1 / 255).float()  # (N, H, W)
         if not bool(self.footprint.flatten(1).any(1).all()):
@@ -76,6 +78,9 @@ class ToyRuleScore:
             hit = (labels == CLASS_ID[dst]) if dst else (labels != CLASS_ID[src])
             if region.any():
                 m["toy_segmenter_changed_fraction"] = float(hit[region].float().mean())
+            if src:  # does the unedited generator draw what the rule acts on? (else efficacy means little)
+                true_src = self.true_labels == CLASS_ID[src]
+                m["toy_source_recall_before"] = float((self.before_labels[true_src] == CLASS_ID[src]).float().mean())
         return m
 
 
