@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
+from torch import Tensor
 
 from rewrite.evaluate import Evaluator
 from rewrite.grid import before_after_grid
@@ -55,10 +57,14 @@ class EditMetrics(pl.Callback):
 
 
 class BeforeAfterGrid(pl.Callback):
-    """grid.png: source with the copy box, the target and held-out seeds before / after / difference."""
+    """grid.png: source with the copy box, the target and held-out seeds before / after / difference.
 
-    def __init__(self, out_dir: str | Path) -> None:
+    `ideal` (toy world) maps the rows' latents to the exactly known edited images, shown as a last column.
+    """
+
+    def __init__(self, out_dir: str | Path, ideal: Callable[[Tensor], Tensor] | None = None) -> None:
         self.out_dir = Path(out_dir)
+        self.ideal = ideal
 
     @torch.no_grad()
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -80,8 +86,9 @@ class BeforeAfterGrid(pl.Callback):
                 for i, (b, a, r) in enumerate(zip(self.before, after, self.regions, strict=True))]
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / "grid.png"
-        before_after_grid(rows, p.size, path)
+        ideal = self.ideal(adapter.sample_z(self.seeds)) if self.ideal is not None else None
+        before_after_grid(rows, p.size, path, ideal=ideal)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.log_image(key="before_after", images=[str(path)],
-                                 caption=["source | before | after | 4x|diff|"])
+                caption = "source | before | after | 4x|diff|" + (" | ideal" if ideal is not None else "")
+                logger.log_image(key="before_after", images=[str(path)], caption=[caption])

@@ -28,17 +28,21 @@ def _boxed(img: Tensor, region: Region | None, size: int, scale: int, color: str
 
 
 def before_after_grid(rows: list[tuple[Tensor | None, Region | None, Tensor, Tensor, Region | None]],
-                      size: int, path: str | Path | None = None, scale: int | None = None) -> Tensor:
-    """One row per image: [reference (or black), before, after, 4×|after − before|].
+                      size: int, path: str | Path | None = None, scale: int | None = None,
+                      ideal: Tensor | None = None) -> Tensor:
+    """One row per image: [reference (or black), before, after, 4×|after − before|, ideal].
 
-    The reference column is left out when no row has a reference.
+    The reference column is left out when no row has a reference; the ideal column (the exactly
+    known right answer, toy world only) when `ideal` is None.
 
     Each row is (reference image or None, its region, before, after, region to outline).
     """
+    if ideal is not None and len(ideal) != len(rows):
+        raise ValueError(f"{len(ideal)} ideal images for {len(rows)} rows")
     scale = scale or max(1, 128 // size)
     with_ref = any(r[0] is not None for r in rows)
     tiles = []
-    for ref, ref_region, before, after, region in rows:
+    for i, (ref, ref_region, before, after, region) in enumerate(rows):
         if with_ref:
             black = torch.zeros(3, size * scale, size * scale, dtype=torch.uint8)
             tiles.append(_boxed(ref, ref_region, size, scale, "red") if ref is not None else black)
@@ -46,7 +50,10 @@ def before_after_grid(rows: list[tuple[Tensor | None, Region | None, Tensor, Ten
         tiles.append(_boxed(after, region, size, scale, "yellow"))
         diff = ((after - before).abs() * 4).clamp(0, 2) - 1
         tiles.append(_boxed(diff, None, size, scale, "yellow"))
-    grid = make_grid(torch.stack(tiles), nrow=4 if with_ref else 3, padding=2, pad_value=255)
+        if ideal is not None:
+            tiles.append(_boxed(ideal[i], region, size, scale, "lime"))
+    columns = 3 + int(with_ref) + int(ideal is not None)
+    grid = make_grid(torch.stack(tiles), nrow=columns, padding=2, pad_value=255)
     if path is not None:
         save_image(grid.float() / 255, str(path))
     return grid

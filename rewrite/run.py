@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
+from torch import Tensor
 
 from rewrite.callbacks import BeforeAfterGrid, EditMetrics
 from rewrite.edit_request import EditRequest
@@ -65,6 +68,16 @@ def toy_scorers(cfg: DictConfig, adapter: GeneratorAdapter, request: EditRequest
                          untouched_seeds(rule, cfg.eval.toy_untouched_start, cfg.eval.toy_untouched), seg)]
 
 
+def toy_ideal(cfg: DictConfig) -> Callable[[Tensor], Tensor] | None:
+    """For toy-world rules, latents -> the ideal edited images (the grid's last column)."""
+    rule = cfg.eval.get("toy_rule")
+    if not rule:
+        return None
+    from rewrite.toyworld.score import ideal_images
+
+    return functools.partial(ideal_images, rule=rule)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """One edit, end to end; returns the metrics it wrote to metrics.json."""
     out = output_dir(cfg)
@@ -91,7 +104,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     extra = {"stats_time_s": stats.seconds, "stats_cached": int(stats.cached), "strategy": label or strategy.name}
     metrics_cb = EditMetrics(out, perceptual, extra, toy_scorers(cfg, adapter, request))
     logger = instantiate(cfg.logger) if cfg.get("logger") and cfg.logger.get("_target_") else False
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[metrics_cb, BeforeAfterGrid(out)],
+    grid_cb = BeforeAfterGrid(out, toy_ideal(cfg))
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[metrics_cb, grid_cb],
                                       max_steps=strategy.num_steps, enable_progress_bar=cfg.progress)
     if logger:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

@@ -21,7 +21,8 @@ def quality(n: int, seed: int, checkpoint: str | None = None) -> dict[str, float
     params = params_from_z(z)
     truth, true_labels = render(params)
     fake = (adapter.generate(z).clamp(-1, 1) + 1) / 2
-    return {"heldout_n": n, "heldout_seed": seed, **score_images(fake, truth, true_labels, params, load_toy_segmenter())}
+    figures = score_images(fake, truth, true_labels, params, load_toy_segmenter())
+    return {"heldout_n": n, "heldout_seed": seed, **figures}
 
 
 @torch.no_grad()

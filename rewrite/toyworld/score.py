@@ -84,6 +84,11 @@ class ToyRuleScore:
         return m
 
 
+def ideal_images(z: Tensor, rule: str) -> Tensor:
+    """The exactly known edited images of latents `z`, in [-1, 1] like a generator's output."""
+    return render(ideal_edit(params_from_z(z.cpu()), rule))[0].to(z.device) * 2 - 1
+
+
 def untouched_seeds(rule: str, start: int, count: int) -> list[int]:
     """Seeds from `start` whose scenes the rule does not change at all (for damage elsewhere)."""
     seeds, found = start, []
