@@ -125,7 +125,7 @@ def previous_card(init_from: str | None) -> dict | None:
     if not init_from or not Path(init_from).with_suffix(".json").is_file():
         return None
     old = json.loads(Path(init_from).with_suffix(".json").read_text())
-    keep = ("steps", "train_seconds", "device", "config", "val_last", "sha256", "quality", "previous")
+    keep = ("steps", "train_seconds", "device", "config", "val_last", "sha256", "quality", "provenance", "previous")
     return {k: old[k] for k in keep if k in old}
 
 
