@@ -64,10 +64,13 @@ class ToyGeneratorModule(pl.LightningModule):
         self.g_ema = copy.deepcopy(self.g).requires_grad_(False)
         self.perceptual = EffNetFeatureDistance(min_size=64) if cfg.loss.perceptual > 0 else None
         self.segmenter = load_toy_segmenter() if cfg.eval.segmenter else None
-        self.register_buffer("z_val", torch.randn(cfg.eval.samples, Z_DIM,
-                                                  generator=torch.Generator().manual_seed(cfg.eval.seed)))
-        self.register_buffer("pixel_weight", class_weights(render(params_from_z(self.z_val))[1],
-                                                           cfg.loss.class_balance))
+        z_val = torch.randn(cfg.eval.samples, Z_DIM, generator=torch.Generator().manual_seed(cfg.eval.seed))
+        x_val, labels_val = render(params_from_z(z_val))  # rendered once; buffers follow the module's device
+        self.register_buffer("z_val", z_val)
+        self.register_buffer("x_val", x_val)
+        self.register_buffer("labels_val", labels_val)
+        self.register_buffer("pixel_weight", class_weights(labels_val, cfg.loss.class_balance))
+        self.val_last: tuple[int, dict[str, float]] | None = None  # (step, figures): saves reuse them
 
     def training_step(self, z: Tensor, batch_idx: int) -> Tensor:
         x, labels = render(params_from_z(z))
@@ -89,7 +92,8 @@ class ToyGeneratorModule(pl.LightningModule):
                 pe.lerp_(p, 1 - decay)
         step = self.global_step + 1
         if step % self.cfg.eval.every == 0:
-            self.log_dict({f"val/{k}": v for k, v in self.validation_figures().items()}, prog_bar=True)
+            self.val_last = (step, self.validation_figures())
+            self.log_dict({f"val/{k}": v for k, v in self.val_last[1].items()}, prog_bar=True)
         if self.cfg.save_every and step % self.cfg.save_every == 0:
             save(self, self.cfg, step, time.time() - self.t0)
 
@@ -102,15 +106,14 @@ class ToyGeneratorModule(pl.LightningModule):
     @torch.no_grad()
     def validation_figures(self) -> dict[str, float]:
         """MAE to the ground-truth renders (images in [0, 1]); with the segmenter, mIoU and tops read right."""
-        params = params_from_z(self.z_val)
-        truth, labels = render(params)
+        params = params_from_z(self.z_val)  # cheap; score_images needs the tower boxes
         if self.segmenter is not None:
             self.segmenter.eval()  # its BatchNorm must use running statistics, whatever mode the trainer set
         y = torch.cat([self.g_ema(z) for z in self.z_val.split(64)])
         fake = (y.clamp(-1, 1) + 1) / 2
         if self.segmenter is None:
-            return {"mae01": float((fake - truth).abs().mean())}
-        figures = score_images(fake, truth, labels, params, self.segmenter)
+            return {"mae01": float((fake - self.x_val).abs().mean())}
+        figures = score_images(fake, self.x_val, self.labels_val, params, self.segmenter)
         return {k: v for k, v in figures.items() if k != "towers"}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -147,7 +150,8 @@ def save(module: ToyGeneratorModule, cfg: DictConfig, steps: int, seconds: float
         "train_seconds": round(seconds, 1),
         "device": module.device_name,
         "data": "fresh renders of z ~ N(0, I) from seed `seed` every step (rewrite.toyworld)",
-        "val_last": module.validation_figures(),
+        "val_last": module.val_last[1] if module.val_last and module.val_last[0] == steps
+        else module.validation_figures(),
         "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
         "bytes": out.stat().st_size,
         "previous": previous_card(cfg.init_from),
