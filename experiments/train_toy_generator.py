@@ -17,18 +17,22 @@ import copy
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, IterableDataset
 
-from rewrite.generators.toy_stylegan2 import TOY_CHANNELS, TOY_LR_MLP, TOY_N_MLP, build_toy_stylegan2
+from rewrite.generators.stylegan2 import StyleGAN2Generator
+from rewrite.generators.toy_stylegan2 import TOY_LR_MLP, TOY_N_MLP, build_toy_stylegan2, toy_architecture
 from rewrite.perceptual import EffNetFeatureDistance
 from rewrite.toyworld import CLASSES, Z_DIM, params_from_z, render
+from rewrite.toyworld.factors import z_hat
 from rewrite.toyworld.quality import score_images
 from rewrite.toyworld.segmenter import load_toy_segmenter
 
@@ -47,21 +51,64 @@ class LatentBatches(IterableDataset):
             yield torch.randn(self.batch_size, Z_DIM, generator=g)
 
 
-def class_weights(labels: Tensor, exponent: float) -> Tensor:
-    """Per-class pixel weights ∝ frequency^-exponent, normalised so an average pixel weighs 1."""
+def class_weights(labels: Tensor, exponent: float, boost: Mapping[str, float] | None = None) -> Tensor:
+    """Per-class pixel weights ∝ frequency^-exponent (times `boost[class]`), normalised so an average pixel weighs 1."""
+    unknown = set(boost or {}) - set(CLASSES)
+    if unknown:
+        raise ValueError(f"loss.class_boost names unknown classes {sorted(unknown)}; classes: {', '.join(CLASSES)}")
     freq = torch.bincount(labels.flatten(), minlength=len(CLASSES)).double() / labels.numel()
     w = (freq + 1e-4) ** -exponent
+    w = w * torch.tensor([float((boost or {}).get(c, 1.0)) for c in CLASSES], dtype=torch.float64)
     return (w / (freq * w).sum()).float()
+
+
+def build_generator(cfg: DictConfig) -> StyleGAN2Generator:
+    """A fresh generator of the configured shape, or the EMA weights (and shape) of `init_from`."""
+    arch = cfg.get("architecture") or {}
+    if not cfg.init_from:
+        channels = arch.get("channels")
+        return build_toy_stylegan2(cfg.lr_mlp, arch.get("n_mlp") or TOY_N_MLP,
+                                   {int(r): int(c) for r, c in channels.items()} if channels else None)
+    if arch.get("n_mlp") or arch.get("channels"):
+        raise ValueError("init_from continues a checkpoint of its own shape; leave architecture.* unset")
+    state = torch.load(cfg.init_from, map_location="cpu", weights_only=True)["g_ema"]
+    n_mlp, channels = toy_architecture(state)
+    g = build_toy_stylegan2(cfg.lr_mlp, n_mlp, channels)
+    g.load_state_dict(state)
+    return g
+
+
+def latent_recon_loss(g: StyleGAN2Generator, decoder: nn.Linear, z: Tensor) -> Tensor:
+    """Mean squared error of a linear read-out of w = mapping(z) against z_hat = z / RMS(z).
+
+    Why: trained on the image loss alone, the mapping network collapses w onto the few factors that
+    move many pixels (window grid, watermark, door and tree sizes become unreadable from w), and the
+    synthesis can then never learn them. Keeping every coordinate of z_hat linearly readable from w
+    keeps that information available to the synthesis layers.
+    """
+    return F.mse_loss(decoder(g.style(z)), z_hat(z))
+
+
+@torch.no_grad()
+def fitted_decoder(g: StyleGAN2Generator, seed: int, n: int = 8192) -> nn.Linear:
+    """The least-squares read-out w -> z_hat of the starting mapping, so the first gradients mean something."""
+    z = torch.randn(n, Z_DIM, generator=torch.Generator().manual_seed(seed + 7))
+    w = g.style(z).double()
+    coef = torch.linalg.lstsq(torch.cat([w, torch.ones(n, 1, dtype=torch.float64)], 1), z_hat(z.double())).solution
+    decoder = nn.Linear(Z_DIM, Z_DIM)
+    decoder.weight.copy_(coef[:-1].T)
+    decoder.bias.copy_(coef[-1])
+    return decoder
 
 
 class ToyGeneratorModule(pl.LightningModule):
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.g = build_toy_stylegan2(cfg.lr_mlp)
-        if cfg.init_from:  # continue an earlier run (its EMA weights)
-            self.g.load_state_dict(torch.load(cfg.init_from, map_location="cpu", weights_only=True)["g_ema"])
+        self.g = build_generator(cfg)
         self.g_ema = copy.deepcopy(self.g).requires_grad_(False)
+        # training-only linear read-out w -> z_hat; not part of the saved generator (see latent_recon_loss)
+        self.w_decoder = fitted_decoder(self.g, cfg.seed) if cfg.loss.get("latent_recon") else None
         self.perceptual = EffNetFeatureDistance(min_size=64) if cfg.loss.perceptual > 0 else None
         self.segmenter = load_toy_segmenter() if cfg.eval.segmenter else None
         z_val = torch.randn(cfg.eval.samples, Z_DIM, generator=torch.Generator().manual_seed(cfg.eval.seed))
@@ -69,7 +116,9 @@ class ToyGeneratorModule(pl.LightningModule):
         self.register_buffer("z_val", z_val)
         self.register_buffer("x_val", x_val)
         self.register_buffer("labels_val", labels_val)
-        self.register_buffer("pixel_weight", class_weights(labels_val, cfg.loss.class_balance))
+        self.register_buffer("pixel_weight", class_weights(labels_val, cfg.loss.class_balance,
+                                                                 cfg.loss.get("class_boost")))
+        self.weighted = bool(cfg.loss.class_balance or cfg.loss.get("class_boost"))
         self.val_last: tuple[int, dict[str, float]] | None = None  # (step, figures): saves reuse them
 
     def training_step(self, z: Tensor, batch_idx: int) -> Tensor:
@@ -78,11 +127,16 @@ class ToyGeneratorModule(pl.LightningModule):
         y = self.g(z)
         err = (y - x).abs()
         l1 = err.mean()
-        loss = (err * self.pixel_weight[labels.long()][:, None]).mean() if self.cfg.loss.class_balance else l1
+        loss = (err * self.pixel_weight[labels.long()][:, None]).mean() if self.weighted else l1
         if self.perceptual is not None:
             k = self.cfg.loss.perceptual_images
             loss = loss + self.cfg.loss.perceptual * self.perceptual(y[:k], x[:k]).mean()
-        self.log_dict({"train/l1": l1, "train/loss": loss}, prog_bar=True)
+        logs = {"train/l1": l1}
+        if self.w_decoder is not None:
+            recon = latent_recon_loss(self.g, self.w_decoder, z)
+            loss = loss + self.cfg.loss.latent_recon * recon
+            logs["train/latent_recon"] = recon
+        self.log_dict({**logs, "train/loss": loss}, prog_bar=True)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:  # noqa: ANN001
@@ -117,7 +171,8 @@ class ToyGeneratorModule(pl.LightningModule):
         return {k: v for k, v in figures.items() if k != "towers"}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.g.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas))
+        params = list(self.g.parameters()) + (list(self.w_decoder.parameters()) if self.w_decoder else [])
+        return torch.optim.Adam(params, lr=self.cfg.lr, betas=tuple(self.cfg.betas))
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(LatentBatches(self.cfg.batch_size, self.cfg.seed), batch_size=None)
@@ -137,13 +192,14 @@ def save(module: ToyGeneratorModule, cfg: DictConfig, steps: int, seconds: float
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     g = copy.deepcopy(module.g_ema).cpu()
+    n_mlp, channels = toy_architecture(g.state_dict())
     tmp = out.with_suffix(".tmp")
     torch.save({"g_ema": g.state_dict(), "latent_avg": g.mean_latent(4096)}, tmp)
     tmp.replace(out)
     card = {
         "what": "toy-world StyleGAN2 generator (rosinality layout), trained to draw render(params_from_z(z))",
         "made_by": "experiments/train_toy_generator.py",
-        "architecture": {"size": 64, "style_dim": Z_DIM, "n_mlp": TOY_N_MLP, "channels": TOY_CHANNELS,
+        "architecture": {"size": 64, "style_dim": Z_DIM, "n_mlp": n_mlp, "channels": channels,
                          "lr_mlp": cfg.lr_mlp},
         "config": OmegaConf.to_container(cfg, resolve=True),
         "steps": steps,

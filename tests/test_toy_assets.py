@@ -10,7 +10,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from rewrite.generators.toy_stylegan2 import toy_checkpoint_path
+from rewrite.generators.toy_stylegan2 import (
+    TOY_CHANNELS,
+    TOY_N_MLP,
+    build_toy_stylegan2,
+    load_toy_stylegan2,
+    toy_architecture,
+    toy_checkpoint_path,
+)
 from rewrite.run import CONF_DIR, run
 from rewrite.toyworld import RULES, Z_DIM, params_from_z, render
 from rewrite.toyworld.quality import quality
@@ -30,6 +37,24 @@ def test_checkpoint_matches_its_card(path: Path) -> None:
     card = json.loads(path.with_suffix(".json").read_text())
     assert hashlib.sha256(path.read_bytes()).hexdigest() == card["sha256"]
     assert path.stat().st_size <= (10 if "stylegan2" in path.name else 5) * 2**20
+
+
+def test_architecture_is_read_from_the_checkpoint(tmp_path: Path) -> None:
+    committed = torch.load(toy_checkpoint_path(), map_location="cpu", weights_only=True)["g_ema"]
+    card = json.loads(toy_checkpoint_path().with_suffix(".json").read_text())["architecture"]
+    assert toy_architecture(committed) == (TOY_N_MLP, TOY_CHANNELS) == (
+        card["n_mlp"], {int(r): c for r, c in card["channels"].items()})
+    # a deeper, wider variant loads through the same function, weights intact
+    variant = build_toy_stylegan2(n_mlp=5, channels={4: 16, 8: 16, 16: 8, 32: 24, 64: 12})
+    torch.save({"g_ema": variant.state_dict()}, tmp_path / "variant.pt")
+    loaded = load_toy_stylegan2(str(tmp_path / "variant.pt"))
+    assert toy_architecture(loaded.model.state_dict()) == (5, {4: 16, 8: 16, 16: 8, 32: 24, 64: 12})
+    z = loaded.sample_z([0, 1])
+    assert torch.equal(loaded.generate(z), variant.eval()(z))
+    with pytest.raises(ValueError, match="toy world is 64x64"):
+        toy_architecture({k: v for k, v in committed.items() if not k.startswith("convs.6.")})
+    with pytest.raises(ValueError, match="not a StyleGAN2"):
+        toy_architecture({"weight": torch.zeros(1)})
 
 
 def test_segmenter_reads_fresh_renders() -> None:

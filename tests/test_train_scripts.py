@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from omegaconf import OmegaConf
 
 from rewrite.generators.toy_stylegan2 import load_toy_stylegan2, toy_checkpoint_path
 from rewrite.toyworld import CLASSES
@@ -40,11 +42,24 @@ def test_class_weights_average_one_and_favour_rare_classes() -> None:
             assert torch.allclose(w[:3], torch.ones(3))
 
 
+def test_class_boost_multiplies_one_class_and_keeps_the_average() -> None:
+    class_weights = _script("train_toy_generator").class_weights
+    labels = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)
+    freq = torch.tensor([0.9, 0.09, 0.01] + [0.0] * (len(CLASSES) - 3))
+    plain, boosted = class_weights(labels, 0.5), class_weights(labels, 0.5, {CLASSES[2]: 8.0})
+    assert abs(float((freq * boosted).sum()) - 1) < 1e-5
+    assert abs(float(boosted[2] / boosted[1]) - 8 * float(plain[2] / plain[1])) < 1e-4
+    assert abs(float(boosted[0] / boosted[1]) - float(plain[0] / plain[1])) < 1e-6
+    with pytest.raises(ValueError, match="unknown classes"):
+        class_weights(labels, 0.5, {"castle": 2.0})
+
+
 def test_generator_training_script_tiny_run(tmp_path: Path) -> None:
     out = tmp_path / "toy.pt"
     proc = subprocess.run(
         [sys.executable, "experiments/train_toy_generator.py", "trainer.max_steps=3", "batch_size=4",
          "eval.samples=8", "eval.every=2", "save_every=2", "loss.class_balance=0.5", "loss.perceptual_images=2",
+         "loss.class_boost={watermark:2.0}",
          f"init_from={toy_checkpoint_path()}", f"out={out}", f"log_dir={tmp_path / 'logs'}", "torch_threads=1",
          "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'hydra'}"],
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
@@ -58,6 +73,30 @@ def test_generator_training_script_tiny_run(tmp_path: Path) -> None:
     trained, start = load_toy_stylegan2(str(out)), load_toy_stylegan2()
     assert trained.fingerprint() != start.fingerprint()  # three Adam steps moved the weights
     assert torch.isfinite(trained.generate(trained.sample_z([0]))).all()
+
+
+def test_generator_training_script_fresh_variant_shape(tmp_path: Path) -> None:
+    out = tmp_path / "wide.pt"
+    proc = subprocess.run(
+        [sys.executable, "experiments/train_toy_generator.py", "trainer.max_steps=2", "batch_size=2",
+         "eval.samples=4", "eval.every=100", "loss.perceptual=0", "architecture.n_mlp=2",
+         "architecture.channels={4:16,8:16,16:16,32:24,64:12}", f"out={out}", f"log_dir={tmp_path / 'logs'}",
+         "torch_threads=1", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'hydra'}"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["previous"] is None and card["steps"] == 2
+    assert card["architecture"]["n_mlp"] == 2
+    assert card["architecture"]["channels"] == {"4": 16, "8": 16, "16": 16, "32": 24, "64": 12}
+    loaded = load_toy_stylegan2(str(out))  # the shape comes from the checkpoint itself
+    assert loaded.model.convs[6].conv.weight.shape[1] == 12
+
+
+def test_continuing_a_checkpoint_refuses_a_new_shape() -> None:
+    cfg = OmegaConf.create({"lr_mlp": 1.0, "init_from": str(toy_checkpoint_path()),
+                            "architecture": {"n_mlp": 8, "channels": None}})
+    with pytest.raises(ValueError, match="leave architecture"):
+        _script("train_toy_generator").build_generator(cfg)
 
 
 def test_segmenter_training_script_tiny_run(tmp_path: Path) -> None:
