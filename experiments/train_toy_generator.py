@@ -32,7 +32,7 @@ from rewrite.generators.stylegan2 import StyleGAN2Generator
 from rewrite.generators.toy_stylegan2 import TOY_LR_MLP, TOY_N_MLP, build_toy_stylegan2, toy_architecture
 from rewrite.perceptual import EffNetFeatureDistance
 from rewrite.toyworld import CLASSES, Z_DIM, params_from_z, render
-from rewrite.toyworld.factors import z_hat
+from rewrite.toyworld.factors import linear_readout, z_hat
 from rewrite.toyworld.quality import score_images
 from rewrite.toyworld.segmenter import load_toy_segmenter
 
@@ -93,11 +93,10 @@ def latent_recon_loss(g: StyleGAN2Generator, decoder: nn.Linear, z: Tensor) -> T
 def fitted_decoder(g: StyleGAN2Generator, seed: int, n: int = 8192) -> nn.Linear:
     """The least-squares read-out w -> z_hat of the starting mapping, so the first gradients mean something."""
     z = torch.randn(n, Z_DIM, generator=torch.Generator().manual_seed(seed + 7))
-    w = g.style(z).double()
-    coef = torch.linalg.lstsq(torch.cat([w, torch.ones(n, 1, dtype=torch.float64)], 1), z_hat(z.double())).solution
+    weight, bias = linear_readout(g.style(z), z_hat(z))
     decoder = nn.Linear(Z_DIM, Z_DIM)
-    decoder.weight.copy_(coef[:-1].T)
-    decoder.bias.copy_(coef[-1])
+    decoder.weight.copy_(weight)
+    decoder.bias.copy_(bias)
     return decoder
 
 

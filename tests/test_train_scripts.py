@@ -14,8 +14,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from rewrite.generators.toy_stylegan2 import load_toy_stylegan2, toy_checkpoint_path
-from rewrite.toyworld import CLASSES
+from rewrite.generators.toy_stylegan2 import build_toy_stylegan2, load_toy_stylegan2, toy_checkpoint_path
+from rewrite.toyworld import CLASSES, Z_DIM
 from rewrite.toyworld.segmenter import load_toy_segmenter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +79,7 @@ def test_generator_training_script_fresh_variant_shape(tmp_path: Path) -> None:
     out = tmp_path / "wide.pt"
     proc = subprocess.run(
         [sys.executable, "experiments/train_toy_generator.py", "trainer.max_steps=2", "batch_size=2",
-         "eval.samples=4", "eval.every=100", "loss.perceptual=0", "architecture.n_mlp=2",
+         "eval.samples=4", "eval.every=100", "loss.perceptual=0", "loss.latent_recon=1.0", "architecture.n_mlp=2",
          "architecture.channels={4:16,8:16,16:16,32:24,64:12}", f"out={out}", f"log_dir={tmp_path / 'logs'}",
          "torch_threads=1", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'hydra'}"],
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
@@ -90,6 +90,26 @@ def test_generator_training_script_fresh_variant_shape(tmp_path: Path) -> None:
     assert card["architecture"]["channels"] == {"4": 16, "8": 16, "16": 16, "32": 24, "64": 12}
     loaded = load_toy_stylegan2(str(out))  # the shape comes from the checkpoint itself
     assert loaded.model.convs[6].conv.weight.shape[1] == 12
+
+
+def test_latent_recon_starts_from_the_least_squares_read_out() -> None:
+    script = _script("train_toy_generator")
+    torch.manual_seed(0)
+    g = build_toy_stylegan2(n_mlp=2, channels={4: 8, 8: 8, 16: 8, 32: 8, 64: 8})
+    fitted = script.fitted_decoder(g, seed=0, n=4096)
+    z = torch.randn(2048, Z_DIM, generator=torch.Generator().manual_seed(99))  # other z than the fit's
+    with torch.no_grad():
+        loss = float(script.latent_recon_loss(g, fitted, z))
+        shuffled = torch.nn.Linear(Z_DIM, Z_DIM)
+        shuffled.weight.copy_(fitted.weight[torch.randperm(Z_DIM)])  # same scale, wrong rows
+        shuffled.bias.copy_(fitted.bias)
+        assert loss < 0.8 < float(script.latent_recon_loss(g, shuffled, z))
+        # moving the fitted read-out in any direction makes it worse (a least-squares optimum)
+        for _ in range(3):
+            nudged = torch.nn.Linear(Z_DIM, Z_DIM)
+            nudged.weight.copy_(fitted.weight + 0.05 * torch.randn(Z_DIM, Z_DIM))
+            nudged.bias.copy_(fitted.bias)
+            assert float(script.latent_recon_loss(g, nudged, z)) > loss
 
 
 def test_continuing_a_checkpoint_refuses_a_new_shape() -> None:

@@ -34,11 +34,17 @@ def readout_r2(model: StyleGAN2Generator, n: int = 20000, seed: int = 1, train_s
     z = torch.randn(n, Z_DIM, generator=torch.Generator().manual_seed(seed))
     w = torch.cat([model.style(c) for c in z.split(4096)]).double()
     target = z_hat(z.double())
-    feats = torch.cat([w, torch.ones(n, 1, dtype=torch.float64)], 1)
     k = int(n * train_share)
-    coef = torch.linalg.lstsq(feats[:k], target[:k]).solution
-    resid = target[k:] - feats[k:] @ coef
+    weight, bias = linear_readout(w[:k], target[:k])
+    resid = target[k:] - (w[k:] @ weight.T + bias)
     return 1 - resid.pow(2).mean(0) / target[k:].var(0)
+
+
+def linear_readout(w: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Least-squares (weight, bias) of target ≈ w @ weightᵀ + bias, in float64 (an nn.Linear's layout)."""
+    feats = torch.cat([w.double(), torch.ones(len(w), 1, dtype=torch.float64, device=w.device)], 1)
+    coef = torch.linalg.lstsq(feats, target.double()).solution
+    return coef[:-1].T, coef[-1]
 
 
 @torch.no_grad()
