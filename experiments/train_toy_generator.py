@@ -32,7 +32,8 @@ from rewrite.generators.stylegan2 import StyleGAN2Generator
 from rewrite.generators.toy_stylegan2 import TOY_LR_MLP, TOY_N_MLP, build_toy_stylegan2, toy_architecture
 from rewrite.perceptual import EffNetFeatureDistance
 from rewrite.toyworld import CLASSES, Z_DIM, params_from_z, render
-from rewrite.toyworld.factors import linear_readout, z_hat
+from rewrite.toyworld.factors import linear_readout
+from rewrite.toyworld.params import z_hat
 from rewrite.toyworld.quality import score_images
 from rewrite.toyworld.segmenter import load_toy_segmenter
 

@@ -25,7 +25,7 @@ class _Blind(nn.Module):
         return torch.zeros(len(z), 3, 64, 64)
 
 
-def test_readout_of_a_fresh_mapping_is_high_and_of_a_collapsed_one_low() -> None:
+def test_readout_of_a_fresh_mapping_is_partial_and_of_a_collapsed_one_near_zero() -> None:
     torch.manual_seed(0)
     g = build_toy_stylegan2(n_mlp=2, channels={4: 8, 8: 8, 16: 8, 32: 8, 64: 8})
     assert readout_r2(g, n=4000).min() > 0.25  # a random leaky-ReLU MLP keeps every field partly readable

@@ -19,13 +19,8 @@ from torch import Tensor
 
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.generators.stylegan2 import StyleGAN2Generator
-from rewrite.toyworld.params import Z_DIM, Z_FIELDS, params_from_z
+from rewrite.toyworld.params import Z_DIM, Z_FIELDS, params_from_z, z_hat
 from rewrite.toyworld.render import render
-
-
-def z_hat(z: Tensor) -> Tensor:
-    """z / RMS(z): what both the scene and a StyleGAN2 mapping network (PixelNorm) see of z."""
-    return z * torch.rsqrt(z.pow(2).mean(1, keepdim=True).clamp_min(1e-12))
 
 
 @torch.no_grad()

@@ -190,13 +190,16 @@ def top_geometry(params: SceneParams) -> tuple[Tensor, Tensor]:
     return params.tower_x0 + w / 2, w / 2 + 0.5
 
 
+def z_hat(z: Tensor) -> Tensor:
+    """z / RMS(z): what both the scene and a StyleGAN2 mapping network (PixelNorm) see of z."""
+    return z * torch.rsqrt(z.pow(2).mean(1, keepdim=True).clamp_min(1e-12))
+
+
 def params_from_z(z: Tensor) -> SceneParams:
     """The scene that latent z (N, Z_DIM) describes; the mapping is the module docstring's table."""
     if z.ndim != 2 or z.shape[1] != Z_DIM:
         raise ValueError(f"z must have shape (N, {Z_DIM}), got {tuple(z.shape)}")
-    zd = z.double()
-    z_hat = zd * torch.rsqrt(zd.pow(2).mean(1, keepdim=True).clamp_min(1e-12))  # scale-free: see docstring
-    u = (0.5 * (1 + torch.erf(z_hat / math.sqrt(2)))).clamp(0.0, 1.0 - 1e-12)
+    u = (0.5 * (1 + torch.erf(z_hat(z.double()) / math.sqrt(2)))).clamp(0.0, 1.0 - 1e-12)  # scale-free
 
     def at(name: str) -> Tensor:
         return u[:, _Z[name]]
