@@ -41,15 +41,31 @@ CONF = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 class LatentBatches(IterableDataset):
-    """Endless z batches from one seeded stream (rendered later, on the training device)."""
+    """Endless z batches from one seeded stream (rendered later, on the training device).
 
-    def __init__(self, batch_size: int, seed: int) -> None:
-        self.batch_size, self.seed = batch_size, seed
+    With `pool`, batches are drawn (with replacement) from those fixed z only: a memorisation check
+    that tells whether the generator can draw given scenes at all, apart from generalising over z.
+    """
+
+    def __init__(self, batch_size: int, seed: int, pool: Tensor | None = None) -> None:
+        self.batch_size, self.seed, self.pool = batch_size, seed, pool
 
     def __iter__(self):  # noqa: ANN204
         g = torch.Generator().manual_seed(self.seed)
         while True:
-            yield torch.randn(self.batch_size, Z_DIM, generator=g)
+            if self.pool is None:
+                yield torch.randn(self.batch_size, Z_DIM, generator=g)
+            else:
+                yield self.pool[torch.randint(len(self.pool), (self.batch_size,), generator=g)]
+
+
+def training_pool(z_val: Tensor, pool: int | None) -> Tensor | None:
+    """The first `pool` validation z to train on (validation then measures the fit), or None: fresh z."""
+    if pool is None:
+        return None
+    if not 0 < pool <= len(z_val):
+        raise ValueError(f"train_pool={pool} must be in 1..eval.samples ({len(z_val)})")
+    return z_val[:pool]
 
 
 def class_weights(labels: Tensor, exponent: float, boost: Mapping[str, float] | None = None) -> Tensor:
@@ -175,7 +191,8 @@ class ToyGeneratorModule(pl.LightningModule):
         return torch.optim.Adam(params, lr=self.cfg.lr, betas=tuple(self.cfg.betas))
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(LatentBatches(self.cfg.batch_size, self.cfg.seed), batch_size=None)
+        pool = training_pool(self.z_val.cpu(), self.cfg.get("train_pool"))
+        return DataLoader(LatentBatches(self.cfg.batch_size, self.cfg.seed, pool), batch_size=None)
 
 
 def previous_card(init_from: str | None) -> dict | None:

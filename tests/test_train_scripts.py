@@ -54,6 +54,24 @@ def test_class_boost_multiplies_one_class_and_keeps_the_average() -> None:
         class_weights(labels, 0.5, {"castle": 2.0})
 
 
+def test_train_pool_draws_only_the_first_validation_z() -> None:
+    script = _script("train_toy_generator")
+    z_val = torch.randn(16, Z_DIM, generator=torch.Generator().manual_seed(1))
+    pool = script.training_pool(z_val, 5)
+    batches = iter(script.LatentBatches(64, seed=3, pool=pool))
+    drawn = torch.cat([next(batches) for _ in range(4)])
+    assert (drawn[:, None] == z_val[None, :5]).all(-1).any(1).all()  # every row is one of the pool
+    assert len(torch.unique(drawn, dim=0)) == 5  # and 256 draws reach all five
+    again = iter(script.LatentBatches(64, seed=3, pool=pool))
+    assert torch.equal(next(again), drawn[:64])  # seeded
+    assert script.training_pool(z_val, None) is None
+    fresh = next(iter(script.LatentBatches(64, seed=3)))
+    assert fresh.shape == (64, Z_DIM) and not (fresh[:, None] == z_val[None]).all(-1).any()
+    for bad in (0, 17):
+        with pytest.raises(ValueError, match="train_pool"):
+            script.training_pool(z_val, bad)
+
+
 def test_generator_training_script_tiny_run(tmp_path: Path) -> None:
     out = tmp_path / "toy.pt"
     proc = subprocess.run(
