@@ -50,7 +50,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.n < 1 or args.steps < 0:
         ap.error("--n must be >= 1 and --steps >= 0")
-    torch.manual_seed(0)
     g = load_toy_stylegan2(args.checkpoint).model.requires_grad_(False)
     z = torch.randn(args.n, Z_DIM, generator=torch.Generator().manual_seed(args.seed))
     truth, labels = render(params_from_z(z))
