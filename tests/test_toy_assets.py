@@ -19,8 +19,8 @@ from rewrite.generators.toy_stylegan2 import (
     toy_checkpoint_path,
 )
 from rewrite.run import CONF_DIR, run
-from rewrite.toyworld import RULES, Z_DIM, params_from_z, render
-from rewrite.toyworld.quality import quality
+from rewrite.toyworld import CLASSES, RULES, Z_DIM, params_from_z, render
+from rewrite.toyworld.quality import class_ious, quality
 from rewrite.toyworld.segmenter import load_toy_segmenter, segmenter_path
 
 
@@ -65,9 +65,17 @@ def test_segmenter_reads_fresh_renders() -> None:
     assert acc >= min(0.97, card["heldout_pixel_accuracy"] - 0.01)
 
 
+def test_class_ious_against_a_hand_count() -> None:
+    pred = torch.tensor([[[0, 0], [1, 2]]])
+    truth = torch.tensor([[[0, 1], [1, 1]]])
+    # class 0: 1 shared of 2; class 1: 1 shared of 3; class 2: predicted only, 0 of 1; others absent
+    assert class_ious(pred, truth) == pytest.approx({CLASSES[0]: 0.5, CLASSES[1]: 1 / 3, CLASSES[2]: 0.0})
+
+
 def test_generator_meets_a_loose_version_of_its_card() -> None:
     card = json.loads(toy_checkpoint_path().with_suffix(".json").read_text())["quality"]
-    got = quality(96, seed=31337)  # other z than the card's
+    got = quality(96, seed=31337, per_class=True)  # other z than the card's
+    assert got["segmenter_miou"] == pytest.approx(sum(got["class_iou"].values()) / len(got["class_iou"]))
     assert got["mae01"] <= card["mae01"] + 0.02
     assert got["segmenter_miou"] >= card["segmenter_miou"] - 0.08
     assert got["tower_tops_read_correctly"] >= card["tower_tops_read_correctly"] - 0.08
