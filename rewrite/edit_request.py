@@ -7,6 +7,10 @@ YAML / JSON form (regions at image resolution; a box is [x0, y0, x1, y1) in pixe
     paste: {seed: 57, box: [8, 16, 56, 32]}      # same size as the copy's bounding box
     context: [{seed: 41, box: [8, 16, 56, 32]}, {seed: 1, mask: masks/eyes_1.png}]
     heldout: [{seed: 100, box: [8, 16, 56, 32]}]  # evaluation only: never seen by the edit
+    context_includes_paste: true                  # default: the paste region is a context region too
+
+The paste region joins the context by default, as in the original code (whose default context is
+the paste region itself): the update directions must see the keys they are meant to change.
 """
 
 from __future__ import annotations
@@ -87,13 +91,22 @@ class EditRequest:
     paste: Region
     context: tuple[Region, ...] = ()
     heldout: tuple[Region, ...] = field(default_factory=tuple)
+    context_includes_paste: bool = True
+
+    @property
+    def context_regions(self) -> tuple[Region, ...]:
+        """The regions that choose the update directions: the paste region first (unless switched
+        off), then the listed context regions, without repeating the paste region."""
+        if not self.context_includes_paste:
+            return self.context
+        return (self.paste,) + tuple(r for r in self.context if r != self.paste)
 
     # --- parsing ------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base_dir: str | Path = ".") -> EditRequest:
         if not isinstance(data, Mapping):
             raise EditRequestError(f"an edit request must be a mapping, got {type(data).__name__}")
-        known = {"name", "copy", "paste", "context", "heldout", "file"}
+        known = {"name", "copy", "paste", "context", "heldout", "context_includes_paste", "file"}
         extra = set(data) - known
         if extra:
             raise EditRequestError(f"unknown edit request fields {sorted(extra)}; expected {sorted(known - {'file'})}")
@@ -124,8 +137,12 @@ class EditRequest:
                 raise EditRequestError(f"{key} must be a list of regions")
             return tuple(region(d, f"{key}[{i}]") for i, d in enumerate(items))
 
+        include = data.get("context_includes_paste", True)
+        if not isinstance(include, bool):
+            raise EditRequestError(f"context_includes_paste must be true or false, got {include!r}")
         return cls(name=str(data.get("name", "edit")), copy=region(data["copy"], "copy"),
-                   paste=region(data["paste"], "paste"), context=regions("context"), heldout=regions("heldout"))
+                   paste=region(data["paste"], "paste"), context=regions("context"), heldout=regions("heldout"),
+                   context_includes_paste=include)
 
     @classmethod
     def load(cls, path: str | Path) -> EditRequest:

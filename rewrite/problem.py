@@ -66,7 +66,7 @@ class EditProblem:
     target_image: Tensor  # (1, 3, S, S) the pasted RGB image (for full fine-tuning)
     image_weight: Tensor  # (S, S)
     paste_keys: Tensor  # (n, in) keys at the paste site
-    context_keys: Tensor  # (m, in) keys in the context regions (the paste keys if none given)
+    context_keys: Tensor  # (m, in) keys in the context regions (paste region included by default)
     covariance: Tensor  # C (in, in)
 
     @property
@@ -102,14 +102,11 @@ def build_problem(site: EditSite, request: EditRequest, covariance: Tensor) -> E
     hk, wk = tgt.keys.shape[-2:]
     paste_sel = select(request.paste.mask(size), hk, wk)
     paste_keys = key_rows(tgt.keys)[paste_sel.flatten()]
-    if request.context:
-        ctx = []
-        for r in request.context:
-            k = site.capture(adapter.sample_z([r.seed])).keys
-            ctx.append(key_rows(k)[select(r.mask(size), hk, wk).flatten()])
-        context_keys = torch.cat(ctx)
-    else:
-        context_keys = paste_keys
+    ctx = []
+    for r in request.context_regions:
+        k = tgt.keys if r == request.paste else site.capture(adapter.sample_z([r.seed])).keys
+        ctx.append(key_rows(k)[select(r.mask(size), hk, wk).flatten()])
+    context_keys = torch.cat(ctx) if ctx else paste_keys
     if covariance.shape != (site.key_dim, site.key_dim):
         raise ValueError(f"covariance is {tuple(covariance.shape)}, the layer has {site.key_dim} key channels")
     return EditProblem(site, request, size, z_tgt, tgt, target_layer_out, layer_w,
