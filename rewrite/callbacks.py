@@ -16,6 +16,7 @@ from rewrite.evaluate import Evaluator
 from rewrite.grid import before_after_grid
 from rewrite.lightning_module import RewriteModule
 from rewrite.perceptual import PerceptualDistance
+from rewrite.rule_metrics import DEFAULT_TOL
 
 
 class Scorer(Protocol):
@@ -28,8 +29,10 @@ class EditMetrics(pl.Callback):
     """Snapshot the unedited model at train start; after the edit, write metrics.json and log it."""
 
     def __init__(self, out_dir: str | Path, perceptual: PerceptualDistance | None,
-                 extra: dict[str, float | int | str] | None = None, scorers: list[Scorer] | None = None) -> None:
+                 extra: dict[str, float | int | str] | None = None, scorers: list[Scorer] | None = None,
+                 tol: float = DEFAULT_TOL, margin: int = 1) -> None:
         self.out_dir = Path(out_dir)
+        self.tol, self.margin = tol, margin
         self.perceptual = perceptual
         self.extra = dict(extra or {})
         self.scorers = list(scorers or [])
@@ -37,13 +40,13 @@ class EditMetrics(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, RewriteModule)
-        self.evaluator = Evaluator(pl_module.problem, self.perceptual)
+        self.evaluator = Evaluator(pl_module.problem, self.perceptual, self.tol, self.margin)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, RewriteModule)
         if pl_module.result is None:
             raise RuntimeError("the edit did not finish (no result after the last step)")
-        m: dict[str, float | int | str] = dict(self.evaluator.metrics())
+        m: dict[str, float | int | str] = dict(self.evaluator.metrics(pl_module.result))
         for scorer in self.scorers:
             m.update(scorer.metrics())
         m["edit_time_s"] = pl_module.edit_seconds
@@ -51,28 +54,30 @@ class EditMetrics(pl.Callback):
         self.metrics = m
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / "metrics.json").write_text(json.dumps(m, indent=2, sort_keys=True))
-        numeric = {f"metrics/{k}": float(v) for k, v in m.items() if isinstance(v, (int, float))}
+        numeric = {f"metrics/{k}": float(v) for k, v in m.items() if isinstance(v, (int, float)) and v == v}
         for logger in trainer.loggers:
             logger.log_metrics(numeric, step=trainer.global_step)
 
 
 class BeforeAfterGrid(pl.Callback):
-    """grid.png: source with the copy box, the target and held-out seeds before / after / difference.
+    """grid.png: source with the copy box, the target and (the first) held-out seeds before / after / difference.
 
     `ideal` (toy world) maps the rows' latents to the exactly known edited images, shown as a last column.
     """
 
-    def __init__(self, out_dir: str | Path, ideal: Callable[[Tensor], Tensor] | None = None) -> None:
+    def __init__(self, out_dir: str | Path, ideal: Callable[[Tensor], Tensor] | None = None,
+                 heldout_rows: int = 8) -> None:
         self.out_dir = Path(out_dir)
         self.ideal = ideal
+        self.heldout_rows = heldout_rows
 
     @torch.no_grad()
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, RewriteModule)
         p = pl_module.problem
         adapter, req = p.site.adapter, p.request
-        self.seeds = [req.paste.seed] + [r.seed for r in req.heldout]
-        self.regions = [req.paste] + list(req.heldout)
+        self.regions = [req.paste] + list(req.heldout)[: self.heldout_rows]
+        self.seeds = [r.seed for r in self.regions]
         self.before = adapter.generate(adapter.sample_z(self.seeds))
         self.source = adapter.generate(adapter.sample_z([req.copy.seed]))[0]
 

@@ -50,11 +50,20 @@ def directions(keys: Tensor, c: Tensor, rank: int = 1, method: str = "zca", ridg
         raise ValueError(f"rank={rank} is larger than the number of keys ({n}) at this layer")
     if rank > c.shape[0]:
         raise ValueError(f"rank={rank} is larger than the key dimension ({c.shape[0]})")
+    bad_c = 0 if method == "identity" else int((~torch.isfinite(c)).sum())  # 'identity' never reads C
+    bad_k = int((~torch.isfinite(keys)).sum())
+    if bad_c or bad_k:
+        raise ValueError(f"key statistics contain NaN/Inf ({bad_c} entries of C, {bad_k} of the keys); "
+                         "recompute them from a generator whose keys at this layer are finite")
     k = keys.to(torch.float64).T  # (in, n)
     if method == "identity":
         d = _top_left_singular(k, rank)
     else:
-        chol = torch.linalg.cholesky(_regularized(c.to(torch.float64), ridge))
+        try:
+            chol = torch.linalg.cholesky(_regularized(c.to(torch.float64), ridge))
+        except torch.linalg.LinAlgError as e:
+            raise ValueError(f"key statistics C + ridge is not positive definite (ridge={ridge}): {e}. "
+                             "Collect statistics over more samples or use a larger ridge") from e
         if method == "mean":
             if rank != 1:
                 raise ValueError("key method 'mean' gives one direction; use rank=1")

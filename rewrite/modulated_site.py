@@ -59,16 +59,18 @@ class ModulatedConvSite(EditSite):
                 raise RuntimeError(f"{self.layer_name!r} got random noise; rewriting needs fixed noise "
                                    "(call the generator with randomize_noise=False)")
             keys = self.conv.modulated_input(x, w)
-            store.update(x=x.detach(), w=w.detach(), noise=noise.detach(), keys=keys.detach(),
-                         layer_out=self.conv.conv_modulated(keys, self.weight).detach(), value=out.detach())
+            layer_out = self.conv.conv_modulated(keys, self.weight)
+            # Cloned now, not after the pass: a later in-place op would overwrite what is stored.
+            store.update({k: t.detach().clone() for k, t in
+                          dict(x=x, w=w, noise=noise, keys=keys, layer_out=layer_out, value=out).items()})
 
         handle = self.layer.register_forward_hook(hook, with_kwargs=True)
         try:
             self.adapter.model(z)
         finally:
             handle.remove()
-        context = {k: store[k].clone() for k in ("x", "w", "noise")}
-        return Captured(store["keys"].clone(), store["layer_out"].clone(), store["value"].clone(), context)
+        context = {k: store[k] for k in ("x", "w", "noise")}
+        return Captured(store["keys"], store["layer_out"], store["value"], context)
 
     def layer_forward(self, keys: Tensor, weight: Tensor) -> Tensor:
         return self.conv.conv_modulated(keys, weight)

@@ -58,6 +58,7 @@ class EditProblem:
     request: EditRequest
     size: int
     z_target: Tensor
+    z_source: Tensor  # the image the copied region comes from
     target: Captured  # the target image's keys, unedited layer output and value (+ context)
     target_layer_out: Tensor  # v* in layer-output space (for the closed form of the linear part)
     layer_weight: Tensor  # (Hl, Wl) alpha of the paste at the layer output
@@ -109,6 +110,6 @@ def build_problem(site: EditSite, request: EditRequest, covariance: Tensor) -> E
     context_keys = torch.cat(ctx) if ctx else paste_keys
     if covariance.shape != (site.key_dim, site.key_dim):
         raise ValueError(f"covariance is {tuple(covariance.shape)}, the layer has {site.key_dim} key channels")
-    return EditProblem(site, request, size, z_tgt, tgt, target_layer_out, layer_w,
+    return EditProblem(site, request, size, z_tgt, z_src, tgt, target_layer_out, layer_w,
                        target_value, value_w, target_image, image_w, paste_keys, context_keys, covariance)
 

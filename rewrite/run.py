@@ -63,9 +63,13 @@ def toy_scorers(cfg: DictConfig, adapter: GeneratorAdapter, request: EditRequest
     from rewrite.toyworld.score import ToyRuleScore, untouched_seeds
     from rewrite.toyworld.segmenter import load_toy_segmenter, segmenter_path
 
-    seg = load_toy_segmenter() if segmenter_path().is_file() else None
-    return [ToyRuleScore(adapter, rule, [r.seed for r in request.heldout],
-                         untouched_seeds(rule, cfg.eval.toy_untouched_start, cfg.eval.toy_untouched), seg)]
+    if not segmenter_path().is_file():
+        raise FileNotFoundError(f"toy-world scoring needs the segmenter weights at {segmenter_path()}")
+    seeds = list(dict.fromkeys(r.seed for r in request.heldout))  # one score per scene
+    return [ToyRuleScore(adapter, rule, seeds, untouched_seeds(rule, cfg.eval.toy_untouched_start,
+                                                                cfg.eval.toy_untouched),
+                         load_toy_segmenter(), target_seed=request.paste.seed, tol=cfg.eval.tol,
+                         margin=cfg.eval.margin)]
 
 
 def toy_ideal(cfg: DictConfig) -> Callable[[Tensor], Tensor] | None:
@@ -102,7 +106,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # The config choice names the run ("low_rank" is the rank_one class with rank 4).
     label = HydraConfig.get().runtime.choices.get("strategy") if HydraConfig.initialized() else strategy.name
     extra = {"stats_time_s": stats.seconds, "stats_cached": int(stats.cached), "strategy": label or strategy.name}
-    metrics_cb = EditMetrics(out, perceptual, extra, toy_scorers(cfg, adapter, request))
+    metrics_cb = EditMetrics(out, perceptual, extra, toy_scorers(cfg, adapter, request), cfg.eval.tol,
+                             cfg.eval.margin)
     logger = instantiate(cfg.logger) if cfg.get("logger") and cfg.logger.get("_target_") else False
     grid_cb = BeforeAfterGrid(out, toy_ideal(cfg))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[metrics_cb, grid_cb],

@@ -105,7 +105,11 @@ class EditSite:
     # --- capture ------------------------------------------------------------------------
     @torch.no_grad()
     def capture(self, z: Tensor) -> Captured:
-        """Run the generator once and keep the keys, the layer output and the value."""
+        """Run the generator once and keep the keys, the layer output and the value.
+
+        Each tensor is cloned inside its hook: a later in-place op (e.g. `ReLU(inplace=True)` after
+        the value module) would otherwise overwrite what was stored before the forward pass ends.
+        """
         store: dict[str, Tensor] = {}
 
         def on_layer(_m: nn.Module, inp: tuple[Tensor, ...], out: Tensor) -> None:
@@ -113,10 +117,10 @@ class EditSite:
             if isinstance(self.layer, nn.Linear) and k.dim() != 2:
                 raise TypeError(f"Linear layer {self.layer_name!r} gets input of shape {tuple(k.shape)}; "
                                 "only (N, features) inputs are supported")
-            store["keys"], store["layer_out"] = as_map(k.detach()), out.detach()
+            store["keys"], store["layer_out"] = as_map(k.detach().clone()), out.detach().clone()
 
         def on_value(_m: nn.Module, _inp: tuple[Tensor, ...], out: Tensor) -> None:
-            store["value"] = out.detach()
+            store["value"] = out.detach().clone()
 
         handles = [self.layer.register_forward_hook(on_layer), self.value_module.register_forward_hook(on_value)]
         try:
@@ -124,7 +128,7 @@ class EditSite:
         finally:
             for h in handles:
                 h.remove()
-        return Captured(store["keys"].clone(), store["layer_out"].clone(), store["value"].clone())
+        return Captured(store["keys"], store["layer_out"], store["value"])
 
     # --- functional layer ---------------------------------------------------------------
     def _op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:

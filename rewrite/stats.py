@@ -71,12 +71,20 @@ def collect_key_moment(site: EditSite, num_samples: int, batch_size: int, seed: 
         raise ValueError(f"num_samples and batch_size must be positive, got {num_samples}, {batch_size}")
     z = site.adapter.sample_z_stream(num_samples, seed)
     stat = SecondMoment(site.key_dim, dtype)
+    bad = 0  # samples with a NaN/Inf key anywhere
     bar = tqdm(total=num_samples, desc=f"key stats {site.layer_name}", unit="img", disable=not progress)
     for i in range(0, num_samples, batch_size):
         zb = z[i : i + batch_size]
-        stat.update(key_rows(site.capture(zb).keys))
+        keys = site.capture(zb).keys
+        bad += int((~torch.isfinite(keys)).flatten(1).any(1).sum())
+        stat.update(key_rows(keys))
         bar.update(len(zb))
     bar.close()
+    entries = int((~torch.isfinite(stat.sum)).sum())
+    if bad or entries:  # a non-finite C would only fail later, far from its cause
+        raise ValueError(f"key statistics of model {site.adapter.name!r} layer {site.layer_name!r} are not finite: "
+                         f"{bad} of {num_samples} samples gave NaN/Inf keys, {entries} of {stat.sum.numel()} "
+                         f"entries of the sum are NaN/Inf ({stat.sum.dtype})")
     return stat
 
 
@@ -120,10 +128,15 @@ class StatsCache:
             if meta != spec.metadata():
                 log.warning("ignoring stats cache %s: it was computed for %s", path, meta)
                 return None
-            return SecondMoment.from_state_dict(load_file(str(path)))
+            stat = SecondMoment.from_state_dict(load_file(str(path)))
         except Exception as e:  # a torn or foreign file is recomputed, never trusted
             log.warning("ignoring unreadable stats cache %s (%s)", path, e)
             return None
+        if not torch.isfinite(stat.sum).all():  # deleted: never read again, even if recomputing fails
+            log.warning("stats cache %s holds NaN/Inf values; deleting it, it will be recomputed", path)
+            path.unlink(missing_ok=True)
+            return None
+        return stat
 
     def save(self, spec: StatsSpec, stat: SecondMoment) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)

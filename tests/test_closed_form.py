@@ -29,8 +29,8 @@ def hand_problem(layer: nn.Module, keys: torch.Tensor, target: torch.Tensor, wei
     with torch.no_grad():
         out0 = site.layer_forward(keys, site.weight)
     req = EditRequest.from_dict({"copy": {"seed": 0, "box": [0, 0, 1, 1]}, "paste": {"seed": 0, "box": [0, 0, 1, 1]}})
-    return EditProblem(site, req, 1, torch.zeros(1, 1), Captured(keys, out0, out0), target, weight, target, weight,
-                       torch.zeros(1, 3, 1, 1), torch.ones(1, 1), context, context, c.float())
+    return EditProblem(site, req, 1, torch.zeros(1, 1), torch.zeros(1, 1), Captured(keys, out0, out0), target,
+                       weight, target, weight, torch.zeros(1, 3, 1, 1), torch.ones(1, 1), context, context, c.float())
 
 
 def kkt_solution(w0: torch.Tensor, k: torch.Tensor, v: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,17 @@
-"""Key statistics: streaming equals direct, cache hits, misses when the weights change, atomic files."""
+"""Key statistics: streaming equals direct, cache hits, misses when the weights change, atomic files, NaN/Inf."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 import torch
+from torch import Tensor, nn
 
+from rewrite.generators.base import GeneratorAdapter
 from rewrite.generators.tiny import load_tiny
+from rewrite.keys import directions
 from rewrite.site import EditSite
 from rewrite.stats import SecondMoment, StatsCache, collect_key_moment, key_rows, key_statistics
 
@@ -65,3 +70,51 @@ def test_corrupt_or_foreign_cache_is_recomputed(tmp_path: Path) -> None:
     other = key_statistics(site, cache, 4, 4, progress=False)
     cache.path(other.spec).replace(path)
     assert not key_statistics(site, cache, 8, 8, progress=False).cached
+
+
+def test_cache_with_nan_is_deleted_and_recomputed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = StatsCache(tmp_path)
+    site = EditSite(load_tiny(), "main.4")
+    ref = key_statistics(site, cache, 8, 8, progress=False)
+    poisoned = cache.load(ref.spec)
+    assert poisoned is not None
+    poisoned.sum[0, 1] = float("nan")
+    path = cache.save(ref.spec, poisoned)
+    with caplog.at_level(logging.WARNING, logger="rewrite.stats"):
+        assert cache.load(ref.spec) is None
+    assert path.name in caplog.text and "recomputed" in caplog.text
+    assert not path.exists()
+    cache.save(ref.spec, poisoned)
+    again = key_statistics(site, cache, 8, 8, progress=False)
+    assert not again.cached and torch.equal(again.moment, ref.moment)
+    assert key_statistics(site, cache, 8, 8, progress=False).cached  # the fresh statistic replaced the bad file
+
+
+class BreakSomeSamples(nn.Module):
+    """Inf/NaN everywhere in the samples whose first latent entry is ≤ 0 (a generator gone bad)."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        return z / (z[:, :1, :1, :1] > 0).to(z.dtype)
+
+
+def test_nan_keys_are_refused_with_model_layer_and_count(tmp_path: Path) -> None:
+    adapter = GeneratorAdapter(nn.Sequential(BreakSomeSamples(), nn.Conv2d(4, 4, 3, 1, 1)), (4, 4, 4), "breaks")
+    site = EditSite(adapter, "1")
+    bad = int((adapter.sample_z_stream(12, 0)[:, 0, 0, 0] <= 0).sum())
+    assert 0 < bad < 12
+    with pytest.raises(ValueError, match=rf"'breaks' layer '1'.*{bad} of 12 samples gave NaN/Inf keys"):
+        key_statistics(site, StatsCache(tmp_path), 12, 5, progress=False)
+    assert not any(tmp_path.iterdir())  # nothing cached
+
+
+def test_directions_refuse_nan_and_non_positive_definite_statistics() -> None:
+    keys = torch.randn(3, 5, dtype=torch.float64)
+    c = torch.eye(5, dtype=torch.float64)
+    c[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="key statistics contain NaN/Inf"):
+        directions(keys, c)
+    with pytest.raises(ValueError, match="key statistics contain NaN/Inf"):
+        directions(torch.full_like(keys, float("inf")), torch.eye(5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="not positive definite.*larger ridge") as err:
+        directions(keys, -torch.eye(5, dtype=torch.float64))
+    assert not isinstance(err.value, torch.linalg.LinAlgError)

@@ -5,6 +5,19 @@ so a quasi-Newton optimiser runs in well under a second. `experiments/bench_stra
 L-BFGS against Adam: on the face edit Adam (lr 1e-2, 300 steps) reaches a lower value loss in the
 same time but with twice the collateral damage, and its lr depends on the weights' scale (Λ must
 reach ~20-80 on the toy StyleGAN2, ~0.01 on the DCGAN), so scale-free L-BFGS stays the default.
+
+Λ is free, so the value loss alone lets it grow until every key with a modest dᵀk changes too (the
+image is wrecked). Two optional terms keep the edit a rule, both smooth at Λ = 0 (an L1 penalty
+there has a kink on which L-BFGS's line search stalls and returns Λ ≡ 0) and both relative, so
+their weights mean the same on any model:
+
+* `memory_weight`: the associative-memory objective E‖ΔW k‖² = tr(ΔW C ΔWᵀ) over ordinary keys,
+  relative to tr(W0 C W0ᵀ) (per kernel tap);
+* `outside_weight`: the squared change of the target's value outside the paste, relative to the
+  value's own energy there.
+
+The value term is the value loss relative to its unedited level. A fit that leaves Λ ≡ 0 or does
+not lower the value loss raises an error instead of returning a silent no-op.
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ import torch
 from torch import Tensor
 
 from rewrite.problem import EditProblem
+from rewrite.site import as_map
 from rewrite.strategies.base import EditResult, LowRankDelta, Strategy
 from rewrite.strategies.directional import DirectionConfig
 
@@ -27,9 +41,13 @@ class RankOneConfig(DirectionConfig):
     steps: int = 10  # outer steps (each L-BFGS step runs up to `lbfgs_iters` iterations)
     lbfgs_iters: int = 20
     lr: float = 1.0  # L-BFGS step scale (strong-Wolfe line search); for adam, its learning rate
+    memory_weight: float = 0.0  # weight of tr(ΔW C ΔWᵀ) / tr(W0 C W0ᵀ)
+    outside_weight: float = 0.0  # weight of the relative squared value change outside the paste
 
     def check(self) -> None:
         super().check()
+        if self.memory_weight < 0 or self.outside_weight < 0:
+            raise ValueError("memory_weight and outside_weight must be ≥ 0")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.steps < 1 or self.lbfgs_iters < 1 or self.lr <= 0:
@@ -56,14 +74,36 @@ class RankOne(Strategy):
                                                line_search_fn="strong_wolfe")
         else:
             self.optimizer = torch.optim.Adam([self.lam], lr=self.cfg.lr)
+        p = problem
+        with torch.no_grad():
+            self.value_loss0 = float(p.value_loss(p.target.value))
+            w = site.weight.detach().double().movedim(site.in_axis, -1)
+            c = p.covariance.to(torch.float64)
+            self.memory0 = float(torch.einsum("...i,ij,...j->", w, c, w))
+            self.dcd = (self.d.double().T @ c @ self.d.double()).to(site.weight.dtype)
+            self.outside = (1 - p.value_weight).clamp_min(0)
+            v0 = as_map(p.target.value)
+            self.outside_energy = float((v0.pow(2).mean(1) * self.outside).sum().clamp_min(1e-12))
 
     @property
     def num_steps(self) -> int:
         return self.cfg.steps
 
+    def memory_change(self) -> Tensor:
+        """tr(ΔW C ΔWᵀ) / tr(W0 C W0ᵀ) for ΔW = Λ Dᵀ: the change on ordinary keys, relative."""
+        lam = self.lam.movedim(self.prob.site.in_axis, -1)
+        return torch.einsum("...i,ij,...j->", lam, self.dcd, lam) / max(self.memory0, 1e-30)
+
     def loss(self) -> Tensor:
         p = self.prob
-        return p.value_loss(p.site.lowrank_value(p.target, self.proj, self.lam, self.d))
+        value = p.site.lowrank_value(p.target, self.proj, self.lam, self.d)
+        loss = p.value_loss(value) / max(self.value_loss0, 1e-12)
+        if self.cfg.memory_weight > 0:
+            loss = loss + self.cfg.memory_weight * self.memory_change()
+        if self.cfg.outside_weight > 0:
+            change = (as_map(value) - as_map(p.target.value)).pow(2).mean(1) * self.outside
+            loss = loss + self.cfg.outside_weight * change.sum() / self.outside_energy
+        return loss
 
     def step(self, index: int) -> Tensor:
         assert self.optimizer is not None
@@ -80,5 +120,20 @@ class RankOne(Strategy):
 
     def result(self) -> EditResult:
         site = self.prob.site
+        self.check_fit()
         delta = LowRankDelta(site.weight_name, self.d.to(site.weight.dtype), self.lam.detach().clone(), site.in_axis)
         return EditResult({site.weight_name: site.weight.detach() + delta.weight_delta()}, delta)
+
+    @torch.no_grad()
+    def check_fit(self) -> None:
+        """A fit that did nothing is an error, not a silent no-op."""
+        if not bool(torch.isfinite(self.lam).all()):
+            raise RuntimeError(f"{self.name}: the fit diverged (Λ has NaN/Inf); lower lr or add memory_weight")
+        if self.value_loss0 > 0 and not bool((self.lam != 0).any()):
+            raise RuntimeError(f"{self.name}: the fit left Λ ≡ 0 (the optimiser stalled at its start); "
+                               "check the loss terms, lr and optimizer")
+        p = self.prob
+        after = float(p.value_loss(p.site.lowrank_value(p.target, self.proj, self.lam, self.d)))
+        if self.value_loss0 > 0 and not after < self.value_loss0:
+            raise RuntimeError(f"{self.name}: the fit did not lower the value loss ({self.value_loss0:.4g} -> "
+                               f"{after:.4g}); the regularization weights may be too high")

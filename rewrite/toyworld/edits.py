@@ -4,14 +4,20 @@ No hand-drawn masks: for each rule the copy, paste, context and held-out regions
 scenes that seeds 0, 1, 2, … describe (held-out seeds start at `heldout_start`, so evaluation never
 sees a scene the edit used). A seed means the same latent as in `GeneratorAdapter.sample_z`.
 
-* dome_to_spire: copy a spire top, paste it over a dome top of the same tower width (the box is
-  the spire's, bottom-aligned on the dome's tower), context = dome tops of other scenes.
+* dome_to_spire: copy a spire's tower-top region, paste it over a dome's tower-top region of the
+  same tower width; context and held-out regions are dome towers' tower-top regions too. A
+  tower-top region spans the body width plus a pixel each side and the height a spire would have
+  (a dome is lower), so it covers both the old top and the new one: the same kind of region for
+  copy, paste, context and held-out scenes.
 * remove_watermark: copy the same corner box from a scene without a watermark, paste it over a
   watermark in that corner, context = other watermarks.
 * add_tree: copy a left tree, paste it at the (empty) left-tree place of a scene without one whose
   tree box has the same size, context = empty left-tree places.
 * no_reflections: copy plain water from a scene whose pond has no reflection in that box, paste it
   over the reflections of another scene, context = other scenes' reflections.
+
+The paste region is a context region too (`EditRequest.context_includes_paste`): the update
+directions must fire on the keys they change. Defaults: 16 more context scenes, 32 held-out scenes.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ from torch import Tensor
 
 from rewrite.edit_request import EditRequest, Region
 from rewrite.generators.base import seed_latents
-from rewrite.toyworld.labels import CLASS_ID, tower_top_boxes, tree_boxes, watermark_box
-from rewrite.toyworld.params import TOP_DOME, TOP_SPIRE, Z_DIM, SceneParams, params_from_z
+from rewrite.toyworld.labels import CLASS_ID, tree_boxes, watermark_box
+from rewrite.toyworld.params import CANVAS, TOP_DOME, TOP_SPIRE, Z_DIM, SceneParams, params_from_z, spire_height
 from rewrite.toyworld.render import render
 from rewrite.toyworld.rules import RULES
 
@@ -52,6 +58,13 @@ def _bbox(mask: Tensor) -> Box | None:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
+def tower_top_regions(p: SceneParams) -> Tensor:
+    """(N, 2, 4) long boxes of each tower slot's top region: body width + 1 px each side, spire height."""
+    x0, x1 = p.tower_x0 - 1, p.tower_x0 + p.tower_w + 1
+    box = torch.stack([x0, p.tower_top_y - spire_height(p.tower_w), x1, p.tower_top_y], -1)
+    return box.clamp(0, CANVAS)
+
+
 def _labels(rule: str, p: SceneParams) -> Tensor | None:
     """True label maps, rendered only for the rule that needs them (reflections are not in the params)."""
     return render(p)[1] if rule == "no_reflections" else None
@@ -60,7 +73,7 @@ def _labels(rule: str, p: SceneParams) -> Tensor | None:
 def _candidates(rule: str, seeds: list[int], p: SceneParams, labels: Tensor | None) -> Iterator[tuple[str, int, Box]]:
     """(role, seed, box) for every usable region: role 'source' (what to copy) or 'target' (where the rule acts)."""
     if rule == "dome_to_spire":
-        tops = tower_top_boxes(p)
+        tops = tower_top_regions(p)
         for i, s in enumerate(seeds):
             for k in range(2):
                 if p.tower_present[i, k]:
@@ -88,15 +101,9 @@ def _candidates(rule: str, seeds: list[int], p: SceneParams, labels: Tensor | No
 def _source_for(rule: str, target: Box, sources: list[tuple[int, Box]], seeds: list[int],
                 labels: Tensor | None) -> tuple[int, Box, Box] | None:
     """A (seed, copy box, paste box) whose sizes match for this target region."""
-    if rule == "dome_to_spire":
+    if rule in ("dome_to_spire", "remove_watermark", "add_tree"):
         for s, b in sources:
-            if b[2] - b[0] == target[2] - target[0]:
-                h = b[3] - b[1]
-                return s, b, (target[0], target[3] - h, target[2], target[3])
-        return None
-    if rule in ("remove_watermark", "add_tree"):
-        for s, b in sources:
-            if (rule == "remove_watermark" and b == target) or (rule == "add_tree" and _size(b) == _size(target)):
+            if (b == target) if rule == "remove_watermark" else (_size(b) == _size(target)):
                 return s, b, target
         return None
     assert labels is not None  # no_reflections: plain water over the whole box
@@ -107,7 +114,7 @@ def _source_for(rule: str, target: Box, sources: list[tuple[int, Box]], seeds: l
     return None
 
 
-def toy_request(rule: str, search: int = 400, context: int = 4, heldout: int = 8,
+def toy_request(rule: str, search: int = 400, context: int = 16, heldout: int = 32,
                 heldout_start: int = 1_000_000) -> EditRequest:
     """The edit request for `rule` (see the module docstring); deterministic for its arguments."""
     seeds, p = _scenes(0, search)
@@ -125,8 +132,12 @@ def toy_request(rule: str, search: int = 400, context: int = 4, heldout: int = 8
     ctx = [Region(s, box=b) for s, b in targets if s not in (t_seed, c_seed)][:context]
     h_seeds, hp = _scenes(heldout_start, max(50, heldout * 10))
     held_cands = _candidates(rule, h_seeds, hp, _labels(rule, hp))
-    held = [Region(s, box=b) for role, s, b in held_cands if role == "target"][:heldout]
-    if len(ctx) < context or len(held) < heldout:
-        raise RuntimeError(f"too few scenes for rule {rule!r}: {len(ctx)} context, {len(held)} held out")
+    held: list[Region] = []  # every target region of the first `heldout` scenes that have one
+    for role, s, b in held_cands:
+        if role == "target" and (len({r.seed for r in held}) < heldout or s == held[-1].seed):
+            held.append(Region(s, box=b))
+    n_held = len({r.seed for r in held})
+    if len(ctx) < context or n_held < heldout:
+        raise RuntimeError(f"too few scenes for rule {rule!r}: {len(ctx)} context regions, {n_held} held-out scenes")
     return EditRequest(name=f"toy_{rule}", copy=Region(c_seed, box=c_box), paste=Region(t_seed, box=p_box),
                        context=tuple(ctx), heldout=tuple(held))

@@ -1,12 +1,23 @@
-"""Score an edit of the toy generator against the exactly known ideal edit.
+"""Score an edit of the toy generator against the exactly known ideal edit, per pixel, through the segmenter.
 
-For held-out scenes where the rule applies, the ideal image is `render(ideal_edit(params, rule))`
-and its footprint is where it differs from the unedited render. Efficacy = how much of the gap
-between the unedited generator's output and the ideal image the edit closed inside the footprint;
-damage = change outside it, and change on held-out scenes the rule leaves alone. The segmenter,
-if given, adds the paper-style figure: the share of source-class pixels now read as the target class,
-and `toy_source_recall_before`: the share of the true source-class pixels it finds in the unedited
-generator's images (near 0 means the generator does not draw what the rule removes or replaces).
+For every scene the ideal edited image is `render(ideal_edit(params, rule))` with its label map.
+The *change footprint* of a scene is where the ideal differs from the original render by more than
+the colour tolerance or in class. With `rewrite.rule_metrics`:
+
+* a footprint pixel of a generated image reaches the goal when the segmenter reads the ideal's class
+  there and its colour is within `tol` of the ideal render (the paper's "% of dome pixels now spire",
+  made strict: a blur or a smear of colour does not pass);
+* any other pixel stays when its class (as read by the segmenter) and its colour (within `tol`)
+  are as in the unedited generator's image.
+
+Footprint pixels that the unedited generator already draws as the ideal need no edit and are left
+out, so an edit that does nothing scores 0. `efficacy` is the target scene's share, `generality` the
+held-out scenes' mean, `specificity` the mean over the held-out scenes' pixels outside the footprint
+(grown by `margin` pixels, where edges of generated parts legitimately move) and over whole scenes
+the rule leaves alone. Diagnostics: `toy_footprint_fidelity_before` (how well the unedited generator
+draws the scenes where the rule acts: a ceiling for generality), the class-only and colour-only parts, the paper-style `toy_segmenter_changed_fraction`, and `toy_source_recall_before` (the share of
+true source-class pixels the segmenter finds in the unedited images: near 0 means the generator does
+not draw what the rule acts on, so nothing can be measured).
 """
 
 from __future__ import annotations
@@ -15,13 +26,24 @@ import torch
 from torch import Tensor
 
 from rewrite.generators.base import GeneratorAdapter, seed_latents
+from rewrite.rule_metrics import (
+    DEFAULT_TOL,
+    change_footprint,
+    dilate,
+    goal_reached,
+    mean_with_ci,
+    rule_summary,
+    share,
+    stayed,
+    within,
+)
 from rewrite.toyworld.labels import CLASS_ID
 from rewrite.toyworld.params import Z_DIM, params_from_z
 from rewrite.toyworld.render import render
 from rewrite.toyworld.rules import ideal_edit
 from rewrite.toyworld.segmenter import ToySegmenter
 
-# (class whose pixels should change, class they should become) for the segmenter figure
+# (class whose pixels should change, class they should become) for the paper-style segmenter figure
 SEG_FIGURE = {
     "dome_to_spire": ("dome", "spire"),
     "remove_watermark": ("watermark", None),  # None: anything but the source class
@@ -34,53 +56,99 @@ def _images01(adapter: GeneratorAdapter, z: Tensor) -> Tensor:
     return (adapter.generate(z).clamp(-1, 1) + 1) / 2
 
 
+class _Scenes:
+    """Renders, ideal renders, footprints and the unedited generator's images for a list of latents."""
+
+    def __init__(self, adapter: GeneratorAdapter, z: Tensor, rule: str, tol: float, margin: int,
+                 segmenter: ToySegmenter) -> None:
+        params = params_from_z(z.cpu())
+        self.original, self.true_labels = render(params)
+        self.ideal, self.ideal_labels = render(ideal_edit(params, rule))
+        touched = ~within(self.original, self.ideal, 1 / 255) | (self.true_labels != self.ideal_labels)
+        self.keep = ~dilate(touched, margin)
+        self.before = _images01(adapter, z)
+        self.before_labels = segmenter.labels(self.before)
+        self.must_change = change_footprint(self.original, self.ideal, tol, self.true_labels, self.ideal_labels)
+        # Pixels the unedited generator already draws as the ideal need no edit: left out, so no edit scores 0.
+        self.footprint = self.must_change & change_footprint(self.before, self.ideal, tol, self.before_labels,
+                                                             self.ideal_labels)
+
+
 class ToyRuleScore:
-    """Snapshot at construction (unedited model); `metrics()` after the edit is applied."""
+    """Snapshot at construction (unedited model); `metrics()` after the edit is applied.
+
+    `seeds` are held-out scenes the rule changes, `untouched_seeds` scenes it leaves alone,
+    `target_seed` the scene the edit was made on (for `efficacy`).
+    """
 
     def __init__(self, adapter: GeneratorAdapter, rule: str, seeds: list[int], untouched_seeds: list[int],
-                 segmenter: ToySegmenter | None = None) -> None:
-        self.adapter, self.rule, self.segmenter = adapter, rule, segmenter
+                 segmenter: ToySegmenter, target_seed: int | None = None, tol: float = DEFAULT_TOL,
+                 margin: int = 1) -> None:
+        if not seeds:
+            raise ValueError("toy scoring needs held-out scenes")
+        self.adapter, self.rule, self.segmenter, self.tol = adapter, rule, segmenter, tol
         self.z = adapter.sample_z(seeds)
-        params = params_from_z(self.z.cpu())
-        original, self.true_labels = render(params)
-        self.ideal, self.ideal_labels = render(ideal_edit(params, rule))
-        self.footprint = ((self.ideal - original).abs().amax(1) > 1 / 255).float()  # (N, H, W)
-        if not bool(self.footprint.flatten(1).any(1).all()):
-            raise ValueError(f"some held-out scenes are not changed by rule {rule!r}")
-        self.before = _images01(adapter, self.z)
+        self.held = _Scenes(adapter, self.z, rule, tol, margin, segmenter)
+        empty = ~self.held.must_change.flatten(1).any(1)
+        if bool(empty.any()):
+            bad = [s for s, e in zip(seeds, empty.tolist(), strict=True) if e]
+            raise ValueError(f"held-out scenes {bad} are not changed by rule {rule!r}")
+        self.z_target = adapter.sample_z([target_seed]) if target_seed is not None else None
+        self.target = _Scenes(adapter, self.z_target, rule, tol, margin, segmenter) if self.z_target is not None \
+            else None
         self.z_untouched = adapter.sample_z(untouched_seeds) if untouched_seeds else None
-        self.before_untouched = _images01(adapter, self.z_untouched) if self.z_untouched is not None else None
-        self.before_labels = segmenter.labels(self.before) if segmenter is not None else None
+        if self.z_untouched is not None:
+            self.before_untouched = _images01(adapter, self.z_untouched)
+            self.before_untouched_labels = segmenter.labels(self.before_untouched)
 
-    def _masked_l1(self, a: Tensor, b: Tensor, mask: Tensor) -> float:
-        err = (a - b).abs().mean(1)
-        return float((err * mask).sum() / mask.sum().clamp_min(1))
+    def _reached(self, s: _Scenes, images: Tensor, labels: Tensor) -> Tensor:
+        return goal_reached(images, s.ideal, s.footprint, self.tol, labels, s.ideal_labels)
+
+    def _stayed(self, s: _Scenes, images: Tensor, labels: Tensor) -> Tensor:
+        return stayed(images, s.before, s.keep, self.tol, labels, s.before_labels)
 
     @torch.no_grad()
     def metrics(self) -> dict[str, float]:
+        h, seg = self.held, self.segmenter
         after = _images01(self.adapter, self.z)
-        fp, out = self.footprint, 1 - self.footprint
-        gap_before = self._masked_l1(self.before, self.ideal, fp)
-        gap_after = self._masked_l1(after, self.ideal, fp)
-        m = {
-            "toy_ideal_l1_in_footprint_before": gap_before,
-            "toy_ideal_l1_in_footprint": gap_after,
-            "toy_efficacy": 1 - gap_after / max(gap_before, 1e-12),
-            "toy_damage_l1_outside_footprint": self._masked_l1(after, self.before, out),
-        }
+        labels = seg.labels(after)
+        generality = self._reached(h, after, labels)
+        keep = [self._stayed(h, after, labels)]
+        if self.target is not None:
+            t_after = _images01(self.adapter, self.z_target)
+            t_labels = seg.labels(t_after)
+            efficacy = self._reached(self.target, t_after, t_labels)
+            keep.append(self._stayed(self.target, t_after, t_labels))
+        else:
+            efficacy = torch.full((1,), float("nan"))
+        m: dict[str, float] = {}
         if self.z_untouched is not None:
-            m["toy_damage_l1_untouched_scenes"] = float((_images01(self.adapter, self.z_untouched)
-                                                         - self.before_untouched).abs().mean())
-        if self.segmenter is not None and self.before_labels is not None:
-            src, dst = SEG_FIGURE[self.rule]
-            labels = self.segmenter.labels(after)
-            region = (self.before_labels == CLASS_ID[src]) if src else fp.bool()
-            hit = (labels == CLASS_ID[dst]) if dst else (labels != CLASS_ID[src])
-            if region.any():
-                m["toy_segmenter_changed_fraction"] = float(hit[region].float().mean())
-            if src:  # does the unedited generator draw what the rule acts on? (else efficacy means little)
-                true_src = self.true_labels == CLASS_ID[src]
-                m["toy_source_recall_before"] = float((self.before_labels[true_src] == CLASS_ID[src]).float().mean())
+            u_after = _images01(self.adapter, self.z_untouched)
+            everywhere = torch.ones(u_after.shape[0], *u_after.shape[-2:], dtype=torch.bool)
+            untouched = stayed(u_after, self.before_untouched, everywhere, self.tol, seg.labels(u_after),
+                               self.before_untouched_labels)
+            keep.append(untouched)
+            m["specificity_untouched"] = float(untouched.mean())
+            m["n_untouched"] = len(untouched)
+            m["toy_damage_l1_untouched_scenes"] = float((u_after - self.before_untouched).abs().mean())
+        m.update(rule_summary(efficacy, generality, torch.cat(keep)))
+        m["specificity_heldout_outside"] = float(keep[0].mean())
+        # How well the unedited generator draws these scenes where the rule acts: a ceiling for generality.
+        m["toy_footprint_fidelity_before"] = float(goal_reached(h.before, h.original, h.must_change, self.tol,
+                                                                h.before_labels, h.true_labels).mean())
+        m["generality_class_agreement"] = float(share(labels == h.ideal_labels, h.footprint).mean())
+        m["generality_pixel_agreement"] = float(share(within(after, h.ideal, self.tol), h.footprint).mean())
+        m["toy_damage_l1_outside_footprint"] = float(((after - h.before).abs().mean(1) * h.keep).sum()
+                                                     / h.keep.sum().clamp_min(1))
+        src, dst = SEG_FIGURE[self.rule]
+        region = (h.before_labels == CLASS_ID[src]) if src else h.footprint
+        hit = (labels == CLASS_ID[dst]) if dst else (labels != CLASS_ID[src])
+        if region.any():
+            m["toy_segmenter_changed_fraction"] = float(hit[region].float().mean())
+        if src:  # does the unedited generator draw what the rule acts on? (else nothing can be measured)
+            true_src = h.true_labels == CLASS_ID[src]
+            m["toy_source_recall_before"] = float((h.before_labels[true_src] == CLASS_ID[src]).float().mean())
+        m["score_source"] = "toy_ideal"  # type: ignore[assignment]
         return m
 
 

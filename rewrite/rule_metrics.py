@@ -1,0 +1,124 @@
+"""Rule-edit scores that damage cannot game: per-pixel agreement counts, never gaps or pooled means.
+
+An L1 gap to a goal shrinks when an image is blurred, and a pooled feature mean moves toward any
+average, so both reward wrecked edits. Here every pixel either reaches its goal or does not:
+
+* a pixel of the change footprint *reaches the goal* when its colour is within `tol` of the goal
+  image in every channel (and, where a segmenter reads the images, its class is the goal's class);
+* a pixel outside the footprint *stays* when it is within `tol` of the unedited image (and keeps
+  its class).
+
+`efficacy` (the target image), `generality` (held-out images) and `specificity` (everything else)
+are means of per-image shares in [0, 1]; `edit_score` is the geometric mean of generality and
+specificity, as model-editing benchmarks report. Intervals are percentile bootstraps over images.
+Images are in [0, 1], (N, 3, H, W); masks and label maps are (N, H, W).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DEFAULT_TOL = 0.1  # per-channel colour tolerance in [0, 1] units
+BOOTSTRAP_SAMPLES = 2000
+
+
+def within(a: Tensor, b: Tensor, tol: float) -> Tensor:
+    """(N, H, W) bool: every channel of `a` within `tol` of `b`."""
+    return (a - b).abs().amax(1) <= tol
+
+
+def dilate(mask: Tensor, margin: int) -> Tensor:
+    """(N, H, W) bool mask grown by `margin` pixels (square neighbourhood)."""
+    if margin <= 0:
+        return mask.bool()
+    return F.max_pool2d(mask.float()[:, None], 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0
+
+
+def change_footprint(before: Tensor, goal: Tensor, tol: float, before_labels: Tensor | None = None,
+                     goal_labels: Tensor | None = None) -> Tensor:
+    """Pixels the edit must change: the goal's colour is more than `tol` away (or its class differs).
+
+    Pixels that already agree with the goal are left out, so an edit that does nothing scores 0 there.
+    """
+    fp = ~within(before, goal, tol)
+    if before_labels is not None and goal_labels is not None:
+        fp |= before_labels != goal_labels
+    return fp
+
+
+def share(hit: Tensor, where: Tensor) -> Tensor:
+    """(N,) share of `where` pixels that are `hit`, per image; NaN for an image with no such pixel."""
+    where = where.bool()
+    n = where.flatten(1).sum(1).float()
+    k = (hit.bool() & where).flatten(1).sum(1).float()
+    return torch.where(n > 0, k / n.clamp_min(1), torch.full_like(n, float("nan")))
+
+
+def goal_reached(after: Tensor, goal: Tensor, footprint: Tensor, tol: float = DEFAULT_TOL,
+                 after_labels: Tensor | None = None, goal_labels: Tensor | None = None) -> Tensor:
+    """(N,) share of footprint pixels whose colour (and class, with labels) matches the goal."""
+    hit = within(after, goal, tol)
+    if after_labels is not None and goal_labels is not None:
+        hit &= after_labels == goal_labels
+    return share(hit, footprint)
+
+
+def stayed(after: Tensor, before: Tensor, keep: Tensor, tol: float = DEFAULT_TOL,
+           after_labels: Tensor | None = None, before_labels: Tensor | None = None) -> Tensor:
+    """(N,) share of `keep` pixels still within `tol` of the unedited image (and of the same class)."""
+    hit = within(after, before, tol)
+    if after_labels is not None and before_labels is not None:
+        hit &= after_labels == before_labels
+    return share(hit, keep)
+
+
+def _finite(x: Tensor) -> Tensor:
+    return x[~torch.isnan(x)].double()
+
+
+def bootstrap_ci(values: Tensor, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Percentile 95% interval of the mean of per-image values (resampling images); fixed seed."""
+    v = _finite(values)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    g = torch.Generator().manual_seed(seed)
+    means = v[torch.randint(len(v), (samples, len(v)), generator=g)].mean(1)
+    lo, hi = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=means.dtype))
+    return float(lo), float(hi)
+
+
+def mean_with_ci(name: str, values: Tensor) -> dict[str, float]:
+    """`name`, `name_ci_low`, `name_ci_high` for per-image values (NaNs, images with nothing to score, skipped)."""
+    v = _finite(values)
+    lo, hi = bootstrap_ci(v)
+    return {name: float(v.mean()) if len(v) else float("nan"), f"{name}_ci_low": lo, f"{name}_ci_high": hi}
+
+
+def edit_score(generality: Tensor, specificity: Tensor, samples: int = BOOTSTRAP_SAMPLES,
+               seed: int = 0) -> dict[str, float]:
+    """The geometric mean of mean generality and mean specificity, with a bootstrap interval
+    that resamples the two sets of images independently."""
+    g, s = _finite(generality), _finite(specificity)
+    if len(g) == 0 or len(s) == 0:
+        return {"edit_score": float("nan"), "edit_score_ci_low": float("nan"), "edit_score_ci_high": float("nan")}
+    gen = torch.Generator().manual_seed(seed)
+    gm = g[torch.randint(len(g), (samples, len(g)), generator=gen)].mean(1)
+    sm = s[torch.randint(len(s), (samples, len(s)), generator=gen)].mean(1)
+    boot = (gm.clamp_min(0) * sm.clamp_min(0)).sqrt()
+    lo, hi = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=boot.dtype))
+    return {"edit_score": math.sqrt(max(float(g.mean()), 0.0) * max(float(s.mean()), 0.0)),
+            "edit_score_ci_low": float(lo), "edit_score_ci_high": float(hi)}
+
+
+def rule_summary(efficacy: Tensor, generality: Tensor, specificity: Tensor) -> dict[str, float]:
+    """The four headline numbers (+ intervals, counts) from per-image scores."""
+    out = mean_with_ci("efficacy", efficacy)
+    out.update(mean_with_ci("generality", generality))
+    out.update(mean_with_ci("specificity", specificity))
+    out.update(edit_score(generality, specificity))
+    out["n_heldout"] = int((~torch.isnan(generality)).sum())
+    return out
