@@ -18,7 +18,7 @@ from torch import Tensor
 from rewrite.edit_request import Region
 from rewrite.perceptual import PerceptualDistance
 from rewrite.problem import EditProblem, paste, select
-from rewrite.rule_metrics import DEFAULT_TOL, change_footprint, dilate, goal_reached, rule_summary, share, stayed
+from rewrite.rule_metrics import DEFAULT_TOL, dilate, goal_image_scores, rule_summary, share, stayed
 from rewrite.site import Captured, as_map
 from rewrite.strategies.base import EditResult
 
@@ -90,17 +90,17 @@ class Evaluator:
 
     def _paste_goal_scores(self, after_target: Tensor, after_heldout: Tensor | None) -> dict[str, float]:
         """Efficacy / generality / specificity against the paste goal, per pixel (+ per value position)."""
-        p, tol = self.problem, self.tol
-        b0, a0, g0 = to01(self.before_target), to01(after_target), to01(p.target_image)
-        fp0 = change_footprint(b0, g0, tol)
-        efficacy = goal_reached(a0, g0, fp0, tol)
-        keep = [stayed(a0, b0, ~dilate(~within_exact(b0, g0), self.margin), tol)]
+        p, tol, margin = self.problem, self.tol, self.margin
+        efficacy, keep0 = goal_image_scores(to01(self.before_target), to01(after_target), to01(p.target_image), tol,
+                                            margin)
+        keep = [keep0]
         gen, gen_value = [], []
         for i, img, val, alpha in self.goals:
-            assert after_heldout is not None
-            b, a, g = to01(self.before_heldout[i : i + 1]), to01(after_heldout[i : i + 1]), to01(img)
-            gen.append(goal_reached(a, g, change_footprint(b, g, tol), tol))
-            keep.append(stayed(a, b, ~dilate(~within_exact(b, g), self.margin), tol))
+            assert after_heldout is not None and self.z_heldout is not None
+            reached, kept = goal_image_scores(to01(self.before_heldout[i : i + 1]), to01(after_heldout[i : i + 1]),
+                                              to01(img), tol, margin)
+            gen.append(reached)
+            keep.append(kept)
             v1 = p.site.capture(self.z_heldout[i : i + 1]).value
             gen_value.append(value_goal_reached(self.captures[i].value, v1, val, alpha))
         if after_heldout is not None:  # held-out regions with no paste goal still count for specificity
@@ -173,7 +173,3 @@ class Evaluator:
             out.update(self.key_selectivity(result.delta.directions))
         return out
 
-
-def within_exact(a: Tensor, b: Tensor) -> Tensor:
-    """(N, H, W) bool: the pixels where the goal leaves the image as it was (to 8-bit precision)."""
-    return (a - b).abs().amax(1) <= 1 / 255

@@ -122,3 +122,13 @@ def rule_summary(efficacy: Tensor, generality: Tensor, specificity: Tensor) -> d
     out.update(edit_score(generality, specificity))
     out["n_heldout"] = int((~torch.isnan(generality)).sum())
     return out
+
+
+def goal_image_scores(before: Tensor, after: Tensor, goal: Tensor, tol: float = DEFAULT_TOL,
+                      margin: int = 1) -> tuple[Tensor, Tensor]:
+    """Per image (reached, stayed) against a goal image (no labels): the share of the pixels the goal
+    changes by more than `tol` that the edit brought within `tol` of it, and the share of the pixels the
+    goal leaves as they were (8-bit precision, grown by `margin`) that stayed within `tol`."""
+    footprint = change_footprint(before, goal, tol)
+    keep = ~dilate(~within(before, goal, 1 / 255), margin)
+    return goal_reached(after, goal, footprint, tol), stayed(after, before, keep, tol)

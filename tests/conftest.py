@@ -21,7 +21,7 @@ TINY_REQUEST = {
     "copy": {"seed": 1, "box": [4, 4, 10, 8]},
     "paste": {"seed": 2, "box": [6, 8, 12, 12]},
     "context": [{"seed": 3, "box": [4, 4, 12, 12]}, {"seed": 4, "box": [4, 4, 12, 12]}],
-    "heldout": [{"seed": 10, "box": [4, 4, 12, 12]}],
+    "heldout": [{"seed": 10, "box": [4, 4, 10, 8]}, {"seed": 11, "box": [6, 8, 12, 12]}],
 }
 
 

@@ -15,9 +15,10 @@ out, so an edit that does nothing scores 0. `efficacy` is the target scene's sha
 held-out scenes' mean, `specificity` the mean over the held-out scenes' pixels outside the footprint
 (grown by `margin` pixels, where edges of generated parts legitimately move) and over whole scenes
 the rule leaves alone. Diagnostics: `toy_footprint_fidelity_before` (how well the unedited generator
-draws the scenes where the rule acts: a ceiling for generality), the class-only and colour-only parts, the paper-style `toy_segmenter_changed_fraction`, and `toy_source_recall_before` (the share of
-true source-class pixels the segmenter finds in the unedited images: near 0 means the generator does
-not draw what the rule acts on, so nothing can be measured).
+draws the scenes where the rule acts: a ceiling for generality), the class-only and colour-only
+parts, the paper-style `toy_segmenter_changed_fraction`, and `toy_source_recall_before` (the share
+of true source-class pixels the segmenter finds in the unedited images: near 0 means the generator
+does not draw what the rule acts on, so nothing can be measured).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from rewrite.rule_metrics import (
     change_footprint,
     dilate,
     goal_reached,
-    mean_with_ci,
     rule_summary,
     share,
     stayed,

@@ -1,0 +1,177 @@
+"""The rule scores cannot be gamed: blur and smear never help, the ideal edit scores 1, no edit scores 0,
+a wrecked image scores low. Checked with the renderer itself as an oracle generator (exact ideals)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rewrite.generators.base import GeneratorAdapter
+from rewrite.rule_metrics import (
+    bootstrap_ci,
+    change_footprint,
+    dilate,
+    edit_score,
+    goal_image_scores,
+    goal_reached,
+    mean_with_ci,
+    stayed,
+)
+from rewrite.toyworld import Z_DIM, ideal_edit, params_from_z, render
+from rewrite.toyworld.edits import toy_request
+from rewrite.toyworld.score import ToyRuleScore, untouched_seeds
+from rewrite.toyworld.segmenter import load_toy_segmenter
+
+HEADLINE = ("efficacy", "generality", "edit_score")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the renderer's many small ops stall with 2 threads on a busy machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def blur(x: Tensor, k: int = 3) -> Tensor:
+    return F.avg_pool2d(F.pad(x, [k // 2] * 4, mode="replicate"), k, stride=1)
+
+
+class OracleWorld(nn.Module):
+    """The renderer as a 'generator'; `rule` applies the ideal edit, `post` damages the output,
+    `only` restricts the rule to a fraction of the scenes (a partial edit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rule: str | None = None
+        self.post = None
+        self.only: float = 1.0
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        p = params_from_z(z)
+        x = render(p)[0]
+        if self.rule:
+            edited = render(ideal_edit(p, self.rule))[0]
+            n = math.ceil(len(z) * self.only)
+            x = torch.cat([edited[:n], x[n:]])
+        if self.post is not None:
+            x = self.post(x).clamp(0, 1)
+        return x * 2 - 1
+
+
+@pytest.fixture(scope="module")
+def oracle() -> tuple[OracleWorld, ToyRuleScore]:
+    rule = "dome_to_spire"
+    req = toy_request(rule, context=2, heldout=8)
+    model = OracleWorld()
+    adapter = GeneratorAdapter(model, (Z_DIM,), "oracle")
+    seeds = list(dict.fromkeys(r.seed for r in req.heldout))
+    score = ToyRuleScore(adapter, rule, seeds, untouched_seeds(rule, 2_000_000, 4), load_toy_segmenter(),
+                         target_seed=req.paste.seed)
+    return model, score
+
+
+def scored(model: OracleWorld, score: ToyRuleScore, rule: str | None, post=None, only: float = 1.0) -> dict:
+    model.rule, model.post, model.only = rule, post, only
+    try:
+        return score.metrics()
+    finally:
+        model.rule, model.post, model.only = None, None, 1.0
+
+
+def test_no_edit_scores_zero_generality_and_full_specificity(oracle) -> None:
+    m = scored(*oracle, None)
+    assert m["generality"] == 0.0 and m["efficacy"] == 0.0 and m["edit_score"] == 0.0
+    assert m["specificity"] == 1.0
+    assert m["n_heldout"] == 8 and m["n_untouched"] == 4
+
+
+def test_the_ideal_edit_scores_one(oracle) -> None:
+    m = scored(*oracle, "dome_to_spire")
+    for k in ("efficacy", "generality", "specificity", "edit_score"):
+        assert m[k] > 0.97, (k, m[k])  # the segmenter reads renders at 99.9%, not 100%
+    assert m["toy_segmenter_changed_fraction"] > 0.95
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_blurring_the_edited_images_never_raises_a_score(oracle, k: int) -> None:
+    for only in (1.0, 0.5):  # the ideal edit, and an edit that works on half the scenes
+        sharp = scored(*oracle, "dome_to_spire", only=only)
+        blurred = scored(*oracle, "dome_to_spire", post=lambda x, k=k: blur(x, k), only=only)
+        for name in (*HEADLINE, "specificity"):
+            assert blurred[name] <= sharp[name], (name, only, blurred[name], sharp[name])
+        assert blurred["edit_score"] < 0.9 * sharp["edit_score"]
+
+
+def test_smearing_colour_over_the_scene_never_raises_a_score(oracle) -> None:
+    sharp = scored(*oracle, "dome_to_spire")
+
+    def smear(x: Tensor) -> Tensor:  # pulls every pixel halfway to the image's mean colour
+        return 0.5 * x + 0.5 * x.mean((2, 3), keepdim=True)
+
+    smeared = scored(*oracle, "dome_to_spire", post=smear)
+    for name in (*HEADLINE, "specificity"):
+        assert smeared[name] <= sharp[name], name
+    assert smeared["edit_score"] < 0.3
+
+
+def test_an_edit_that_wrecks_the_image_scores_low(oracle) -> None:
+    g = torch.Generator().manual_seed(0)
+    wrecked = scored(*oracle, "dome_to_spire", post=lambda x: x + 0.3 * torch.randn(x.shape, generator=g))
+    assert wrecked["specificity"] < 0.5 and wrecked["edit_score"] < 0.5
+    # A blurry whole scene with the rule half-applied is no success either.
+    assert scored(*oracle, "dome_to_spire", post=lambda x: blur(x, 7))["edit_score"] < 0.5
+
+
+def test_the_wrong_rule_makes_no_progress(oracle) -> None:
+    m = scored(*oracle, "add_tree")
+    assert m["generality"] < 0.05 and m["specificity"] < 1.0
+
+
+# --- the primitives, against independent computations ------------------------------------
+
+
+def test_goal_image_scores_ideal_none_blur() -> None:
+    g = torch.Generator().manual_seed(1)
+    before = torch.rand(4, 3, 16, 16, generator=g)
+    goal = before.clone()
+    goal[:, :, 4:10, 4:10] = torch.rand(4, 3, 6, 6, generator=g)
+    ideal_r, ideal_s = goal_image_scores(before, goal, goal)
+    none_r, none_s = goal_image_scores(before, before, goal)
+    assert torch.equal(ideal_r, torch.ones(4)) and torch.equal(ideal_s, torch.ones(4))
+    assert torch.equal(none_r, torch.zeros(4)) and torch.equal(none_s, torch.ones(4))
+    blur_r, blur_s = goal_image_scores(before, blur(goal), goal)
+    assert (blur_r < 1).all() and (blur_s < 1).all()
+
+
+def test_footprint_share_and_dilation_by_hand() -> None:
+    before = torch.zeros(1, 3, 4, 4)
+    goal = before.clone()
+    goal[0, :, 1, 1] = 0.5  # one pixel must change by 0.5
+    goal[0, :, 2, 2] = 0.05  # one changes by less than the tolerance: not in the footprint
+    fp = change_footprint(before, goal, 0.1)
+    assert fp.sum() == 1 and fp[0, 1, 1]
+    after = before.clone()
+    after[0, :, 1, 1] = 0.45
+    assert goal_reached(after, goal, fp, 0.1).item() == 1.0
+    after[0, 0, 1, 1] = 0.3  # one channel off by 0.2: not reached
+    assert goal_reached(after, goal, fp, 0.1).item() == 0.0
+    assert dilate(fp, 1).sum() == 9
+    keep = torch.ones(1, 4, 4, dtype=torch.bool)
+    assert stayed(after, before, keep, 0.1).item() == pytest.approx(15 / 16)
+
+
+def test_bootstrap_interval_and_edit_score() -> None:
+    v = torch.tensor([0.0, 1.0] * 20)
+    lo, hi = bootstrap_ci(v)
+    assert lo < 0.5 < hi and hi - lo < 0.4
+    assert bootstrap_ci(v) == (lo, hi)  # fixed seed: deterministic
+    m = mean_with_ci("x", torch.tensor([0.2, float("nan"), 0.4]))
+    assert m["x"] == pytest.approx(0.3)
+    e = edit_score(torch.full((5,), 0.64), torch.full((5,), 1.0))
+    assert e["edit_score"] == pytest.approx(0.8) and e["edit_score_ci_low"] == pytest.approx(0.8)
