@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -33,20 +34,29 @@ log = logging.getLogger(__name__)
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def load_request(edit_cfg: DictConfig) -> EditRequest:
+def load_request(edit_cfg: DictConfig, heldout_offset: int = 0) -> EditRequest:
     """The edit request: inline in the `edit` config group, from the YAML/JSON file it names, or
-    built by the factory its `_target_` names (e.g. the toy world's automatic requests)."""
+    built by the factory its `_target_` names (e.g. the toy world's automatic requests).
+
+    `heldout_offset` (the `split` config group) moves every held-out seed, so settings chosen on one
+    split are reported on seeds they were not chosen on; factories take it as their own argument.
+    """
     if edit_cfg.get("_target_"):
-        request = instantiate(edit_cfg)
+        request = instantiate(edit_cfg, heldout_offset=heldout_offset)
         if not isinstance(request, EditRequest):
             raise TypeError(f"{edit_cfg._target_} returned {type(request).__name__}, not an EditRequest")
         return request
     data = OmegaConf.to_container(edit_cfg, resolve=True)
     assert isinstance(data, dict)
     if data.get("file"):
-        return EditRequest.load(str(data["file"]))
-    data.pop("file", None)
-    return EditRequest.from_dict(data)
+        request = EditRequest.load(str(data["file"]))
+    else:
+        data.pop("file", None)
+        request = EditRequest.from_dict(data)
+    if heldout_offset:
+        moved = tuple(dataclasses.replace(r, seed=r.seed + heldout_offset) for r in request.heldout)
+        request = dataclasses.replace(request, heldout=moved)
+    return request
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -66,8 +76,8 @@ def toy_scorers(cfg: DictConfig, adapter: GeneratorAdapter, request: EditRequest
     if not segmenter_path().is_file():
         raise FileNotFoundError(f"toy-world scoring needs the segmenter weights at {segmenter_path()}")
     seeds = list(dict.fromkeys(r.seed for r in request.heldout))  # one score per scene
-    return [ToyRuleScore(adapter, rule, seeds, untouched_seeds(rule, cfg.eval.toy_untouched_start,
-                                                                cfg.eval.toy_untouched),
+    start = cfg.eval.toy_untouched_start + cfg.split.heldout_offset
+    return [ToyRuleScore(adapter, rule, seeds, untouched_seeds(rule, start, cfg.eval.toy_untouched),
                          load_toy_segmenter(), target_seed=request.paste.seed, tol=cfg.eval.tol,
                          margin=cfg.eval.margin)]
 
@@ -92,7 +102,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     adapter: GeneratorAdapter = instantiate(cfg.generator.model)
     site = make_site(adapter, cfg.generator.layer, cfg.generator.get("value_at"))
-    request = load_request(cfg.edit)
+    request = load_request(cfg.edit, cfg.split.heldout_offset)
     request.validate(adapter.resolution)
     strategy: Strategy = instantiate(cfg.strategy)  # config errors surface before any heavy work
 
@@ -105,7 +115,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     perceptual = make_perceptual(cfg.eval.perceptual) if cfg.eval.perceptual else None
     # The config choice names the run ("low_rank" is the rank_one class with rank 4).
     label = HydraConfig.get().runtime.choices.get("strategy") if HydraConfig.initialized() else strategy.name
-    extra = {"stats_time_s": stats.seconds, "stats_cached": int(stats.cached), "strategy": label or strategy.name}
+    extra = {"stats_time_s": stats.seconds, "stats_cached": int(stats.cached), "strategy": label or strategy.name,
+             "split": cfg.split.name}
     metrics_cb = EditMetrics(out, perceptual, extra, toy_scorers(cfg, adapter, request), cfg.eval.tol,
                              cfg.eval.margin)
     logger = instantiate(cfg.logger) if cfg.get("logger") and cfg.logger.get("_target_") else False

@@ -115,8 +115,12 @@ def _source_for(rule: str, target: Box, sources: list[tuple[int, Box]], seeds: l
 
 
 def toy_request(rule: str, search: int = 400, context: int = 16, heldout: int = 32,
-                heldout_start: int = 1_000_000) -> EditRequest:
-    """The edit request for `rule` (see the module docstring); deterministic for its arguments."""
+                heldout_start: int = 1_000_000, heldout_offset: int = 0) -> EditRequest:
+    """The edit request for `rule` (see the module docstring); deterministic for its arguments.
+
+    Held-out scenes are searched from `heldout_start + heldout_offset` (the offset is the split's).
+    """
+    heldout_start += heldout_offset
     seeds, p = _scenes(0, search)
     labels = _labels(rule, p)
     cands = list(_candidates(rule, seeds, p, labels))
