@@ -11,6 +11,17 @@ YAML / JSON form (regions at image resolution; a box is [x0, y0, x1, y1) in pixe
 
 The paste region joins the context by default, as in the original code (whose default context is
 the paste region itself): the update directions must see the keys they are meant to change.
+
+An erase request (`kind: erase`, the paper's watermark experiment) has no copy: `paste` marks what
+to remove on the target seed, and the `units` value channels most active in the marked regions
+(paste + context) are switched off there (see `rewrite.erase`):
+
+    name: no_glasses
+    kind: erase
+    units: 8
+    paste: {seed: 35, box: [8, 16, 56, 32]}
+    context: [{seed: 4, box: [8, 16, 56, 32]}]
+    heldout: [{seed: 34, box: [8, 16, 56, 32]}]
 """
 
 from __future__ import annotations
@@ -84,14 +95,41 @@ def resample(mask: Tensor, h: int, w: int) -> Tensor:
     return F.adaptive_avg_pool2d(mask[None, None], (h, w))[0, 0]
 
 
+KINDS = ("paste", "erase")
+
+
 @dataclass(frozen=True)
 class EditRequest:
     name: str
-    copy: Region
+    copy: Region | None  # None for an erase request (nothing is copied)
     paste: Region
     context: tuple[Region, ...] = ()
     heldout: tuple[Region, ...] = field(default_factory=tuple)
     context_includes_paste: bool = True
+    kind: str = "paste"  # paste | erase
+    units: int = 8  # erase only: how many value channels to switch off
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise EditRequestError(f"kind must be one of {list(KINDS)}, got {self.kind!r}")
+        if self.kind == "paste" and self.copy is None:
+            raise EditRequestError("edit request needs a 'copy' region (or kind: erase, which copies nothing)")
+        if self.kind == "erase" and self.copy is not None:
+            raise EditRequestError("an erase request has no 'copy' region: 'paste' marks what to erase; "
+                                   "drop 'copy' or use kind: paste")
+        if not isinstance(self.units, int) or isinstance(self.units, bool) or self.units < 1:
+            raise EditRequestError(f"units must be an integer ≥ 1, got {self.units!r}")
+
+    @property
+    def is_erase(self) -> bool:
+        return self.kind == "erase"
+
+    @property
+    def source(self) -> Region:
+        """The copied region of a paste request (an erase request has none: a clear error)."""
+        if self.copy is None:
+            raise EditRequestError(f"edit request {self.name!r} is an erase request: it has no copied region")
+        return self.copy
 
     @property
     def context_regions(self) -> tuple[Region, ...]:
@@ -106,11 +144,19 @@ class EditRequest:
     def from_dict(cls, data: Mapping[str, Any], base_dir: str | Path = ".") -> EditRequest:
         if not isinstance(data, Mapping):
             raise EditRequestError(f"an edit request must be a mapping, got {type(data).__name__}")
-        known = {"name", "copy", "paste", "context", "heldout", "context_includes_paste", "file"}
+        known = {"name", "kind", "copy", "paste", "context", "heldout", "context_includes_paste", "units", "file"}
         extra = set(data) - known
         if extra:
             raise EditRequestError(f"unknown edit request fields {sorted(extra)}; expected {sorted(known - {'file'})}")
-        for req in ("copy", "paste"):
+        kind = data.get("kind", "paste")
+        if kind not in KINDS:
+            raise EditRequestError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+        if kind == "paste" and data.get("units") is not None:
+            raise EditRequestError("'units' belongs to erase requests (kind: erase); a paste request has none")
+        if kind == "erase" and data.get("copy") is not None:
+            raise EditRequestError("an erase request has no 'copy' region: 'paste' marks what to erase; "
+                                   "drop 'copy' or use kind: paste")
+        for req in ("copy", "paste") if kind == "paste" else ("paste",):
             if data.get(req) is None:
                 raise EditRequestError(f"edit request needs a {req!r} region")
 
@@ -140,9 +186,10 @@ class EditRequest:
         include = data.get("context_includes_paste", True)
         if not isinstance(include, bool):
             raise EditRequestError(f"context_includes_paste must be true or false, got {include!r}")
-        return cls(name=str(data.get("name", "edit")), copy=region(data["copy"], "copy"),
-                   paste=region(data["paste"], "paste"), context=regions("context"), heldout=regions("heldout"),
-                   context_includes_paste=include)
+        copy = region(data["copy"], "copy") if kind == "paste" else None
+        return cls(name=str(data.get("name", "edit")), copy=copy, paste=region(data["paste"], "paste"),
+                   context=regions("context"), heldout=regions("heldout"), context_includes_paste=include,
+                   kind=kind, units=data.get("units", 8))
 
     @classmethod
     def load(cls, path: str | Path) -> EditRequest:
@@ -162,12 +209,15 @@ class EditRequest:
     # --- checks -------------------------------------------------------------------------
     def validate(self, size: int) -> None:
         """Every region inside the image and non-empty; the paste box fits the copied content."""
-        self.copy.validate(size, "copy")
+        if self.copy is not None:
+            self.copy.validate(size, "copy")
         self.paste.validate(size, "paste")
         for i, r in enumerate(self.context):
             r.validate(size, f"context[{i}]")
         for i, r in enumerate(self.heldout):
             r.validate(size, f"heldout[{i}]")
+        if self.copy is None:
+            return
         cx0, cy0, cx1, cy1 = self.copy.bbox(size)
         px0, py0, px1, py1 = self.paste.bbox(size)
         if (cx1 - cx0, cy1 - cy0) != (px1 - px0, py1 - py0):
@@ -177,6 +227,6 @@ class EditRequest:
             )
 
     def paste_offset(self, size: int) -> tuple[int, int]:
-        cx0, cy0, _, _ = self.copy.bbox(size)
+        cx0, cy0, _, _ = self.source.bbox(size)
         px0, py0, _, _ = self.paste.bbox(size)
         return px0 - cx0, py0 - cy0

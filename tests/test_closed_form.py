@@ -156,3 +156,33 @@ def test_rank_larger_than_keys_is_a_clear_error() -> None:
     c = random_spd(5, 5)
     with pytest.raises(ValueError, match="larger than the number of keys"):
         directions(torch.randn(2, 5, dtype=torch.float64), c, rank=3)
+
+
+@pytest.mark.parametrize("layer_kind", ["conv", "convT"])
+def test_memory_weighted_closed_form_is_the_stationary_point(layer_kind: str) -> None:
+    """With memory_weight the solve minimises relative residual + μ·tr(ΔW C ΔWᵀ)/tr(W0 C W0ᵀ): its gradient,
+    taken by autograd through the layer itself, vanishes there; and Λ shrinks as μ grows."""
+    from tests.conftest import tiny_problem
+
+    p = tiny_problem() if layer_kind == "convT" else tiny_problem(layer="main.7", value_at=None)
+    site, mu = p.site, 3.0
+    d = p.directions(2, "zca").double()
+    lam0 = ClosedForm(rank=2).run(p).delta.lam.double()
+    lam = ClosedForm(rank=2, memory_weight=mu).run(p).delta.lam.double().requires_grad_(True)
+    keys, w0, alpha = p.keys.double(), site.weight.detach().double(), p.layer_weight.double()
+    target = p.target_layer_out.double()
+    bias = site.layer.bias.double() if site.layer.bias is not None else None
+
+    def residual(delta: torch.Tensor) -> torch.Tensor:
+        op = F.conv2d if layer_kind == "conv" else F.conv_transpose2d
+        out = op(keys, w0 + delta, bias, site.layer.stride, site.layer.padding)
+        return ((out - target).pow(2).sum(1) * alpha).sum()
+
+    dw = site.expand(lam, d)
+    w_rows, dw_rows = w0.movedim(site.in_axis, -1), dw.movedim(site.in_axis, -1)
+    c = p.covariance.double()
+    memory = torch.einsum("...i,ij,...j->", dw_rows, c, dw_rows) / torch.einsum("...i,ij,...j->", w_rows, c, w_rows)
+    objective = residual(dw) / residual(torch.zeros_like(w0)) + mu * memory
+    (grad,) = torch.autograd.grad(objective, lam)
+    assert float(grad.abs().max()) < 1e-6 * max(1.0, float(lam.detach().abs().max()))
+    assert float(lam.norm()) < float(lam0.norm())
