@@ -79,7 +79,7 @@ class BeforeAfterGrid(pl.Callback):
         self.regions = [req.paste] + list(req.heldout)[: self.heldout_rows]
         self.seeds = [r.seed for r in self.regions]
         self.before = adapter.generate(adapter.sample_z(self.seeds))
-        self.source = adapter.generate(adapter.sample_z([req.copy.seed]))[0]
+        self.source = adapter.generate(adapter.sample_z([req.copy.seed]))[0] if req.copy is not None else None
 
     @torch.no_grad()
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

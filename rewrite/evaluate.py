@@ -15,10 +15,11 @@ import logging
 import torch
 from torch import Tensor
 
-from rewrite.edit_request import Region
+from rewrite.edit_request import Region, resample
+from rewrite.erase import erase_value, generate_with_value
 from rewrite.perceptual import PerceptualDistance
 from rewrite.problem import EditProblem, paste, select
-from rewrite.rule_metrics import DEFAULT_TOL, dilate, goal_image_scores, rule_summary, share, stayed
+from rewrite.rule_metrics import DEFAULT_TOL, change_footprint, dilate, goal_image_scores, rule_summary, share, stayed
 from rewrite.site import Captured, as_map
 from rewrite.strategies.base import EditResult
 
@@ -39,6 +40,19 @@ def value_goal_reached(v0: Tensor, v1: Tensor, goal: Tensor, alpha: Tensor) -> f
     return float(share((d1 <= 0.5 * d0)[None], where[None])[0])
 
 
+def erase_goals(problem: EditProblem, z: Tensor, captures: list[Captured],
+                masks: Tensor) -> list[tuple[int, Tensor, Tensor, Tensor]]:
+    """Erase requests: each held-out region's goal is the same erase (the problem's units switched off
+    inside that region) applied to that sample, as (index, goal image, goal value, value alpha)."""
+    assert problem.erase_units is not None
+    goals = []
+    for i, (cap, mask) in enumerate(zip(captures, masks, strict=True)):
+        alpha = resample(mask, *as_map(cap.value).shape[-2:])
+        value = erase_value(cap.value, problem.erase_units, alpha)
+        goals.append((i, generate_with_value(problem.site, z[i : i + 1], value), value, alpha))
+    return goals
+
+
 class Evaluator:
     def __init__(self, problem: EditProblem, perceptual: PerceptualDistance | None, tol: float = DEFAULT_TOL,
                  margin: int = 1) -> None:
@@ -56,19 +70,22 @@ class Evaluator:
         if self.z_heldout is not None:
             self.before_heldout = adapter.generate(self.z_heldout)
             self.captures = [site.capture(z[None]) for z in self.z_heldout]
-            src = site.capture(problem.z_source)
-            src_img = adapter.generate(problem.z_source)
-            copy_mask = req.copy.mask(size)
-            for i, r in enumerate(req.heldout):
-                offset = self._offset(r)
-                if offset is None:
-                    continue
-                img, _ = paste(src_img, self.before_heldout[i : i + 1], copy_mask, offset, size)
-                val, alpha = paste(src.value, self.captures[i].value, copy_mask, offset, size)
-                self.goals.append((i, img, val, alpha))
-            if len(self.goals) < len(req.heldout):
-                log.info("paste-goal scores use %d of %d held-out regions (the others differ in size from the "
-                         "copied region)", len(self.goals), len(req.heldout))
+            if problem.erase_units is not None:
+                self.goals = erase_goals(problem, self.z_heldout, self.captures, self.heldout_masks)
+            else:
+                src = site.capture(problem.z_source)
+                src_img = adapter.generate(problem.z_source)
+                copy_mask = req.copy.mask(size)
+                for i, r in enumerate(req.heldout):
+                    offset = self._offset(r)
+                    if offset is None:
+                        continue
+                    img, _ = paste(src_img, self.before_heldout[i : i + 1], copy_mask, offset, size)
+                    val, alpha = paste(src.value, self.captures[i].value, copy_mask, offset, size)
+                    self.goals.append((i, img, val, alpha))
+                if len(self.goals) < len(req.heldout):
+                    log.info("paste-goal scores use %d of %d held-out regions (the others differ in size from the "
+                             "copied region)", len(self.goals), len(req.heldout))
 
     def _offset(self, region: Region) -> tuple[int, int] | None:
         """Where the copied region lands on a held-out region of the same size; None if sizes differ."""
@@ -94,13 +111,14 @@ class Evaluator:
         efficacy, keep0 = goal_image_scores(to01(self.before_target), to01(after_target), to01(p.target_image), tol,
                                             margin)
         keep = [keep0]
-        gen, gen_value = [], []
+        gen, gen_value, change_px = [], [], []
         for i, img, val, alpha in self.goals:
             assert after_heldout is not None and self.z_heldout is not None
             reached, kept = goal_image_scores(to01(self.before_heldout[i : i + 1]), to01(after_heldout[i : i + 1]),
                                               to01(img), tol, margin)
             gen.append(reached)
             keep.append(kept)
+            change_px.append(float(change_footprint(to01(self.before_heldout[i : i + 1]), to01(img), tol).sum()))
             v1 = p.site.capture(self.z_heldout[i : i + 1]).value
             gen_value.append(value_goal_reached(self.captures[i].value, v1, val, alpha))
         if after_heldout is not None:  # held-out regions with no paste goal still count for specificity
@@ -115,6 +133,8 @@ class Evaluator:
         out = {f"paste_goal_{k}": v for k, v in summary.items()}
         if gen_value:
             out["paste_goal_generality_value"] = sum(gen_value) / len(gen_value)
+            # How much the goal asks for: a goal that changes a handful of pixels is reached trivially.
+            out["paste_goal_change_px"] = sum(change_px) / len(change_px)
         return out
 
     def key_selectivity(self, d: Tensor) -> dict[str, float]:

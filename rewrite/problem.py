@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from rewrite.edit_request import EditRequest, resample
+from rewrite.erase import erase_layer_out, erase_value, generate_with_value, top_units
 from rewrite.keys import directions
 from rewrite.site import Captured, EditSite, as_map
 from rewrite.stats import key_rows
@@ -58,9 +59,9 @@ class EditProblem:
     request: EditRequest
     size: int
     z_target: Tensor
-    z_source: Tensor  # the image the copied region comes from
+    z_source: Tensor  # the image the copied region comes from (the target itself for an erase)
     target: Captured  # the target image's keys, unedited layer output and value (+ context)
-    target_layer_out: Tensor  # v* in layer-output space (for the closed form of the linear part)
+    layer_target: Tensor | None  # v* in layer-output space (closed form); None: no exact one (some erases)
     layer_weight: Tensor  # (Hl, Wl) alpha of the paste at the layer output
     target_value: Tensor  # v* in value space (native shape of the value module's output)
     value_weight: Tensor  # (Hv, Wv)
@@ -69,6 +70,18 @@ class EditProblem:
     paste_keys: Tensor  # (n, in) keys at the paste site
     context_keys: Tensor  # (m, in) keys in the context regions (paste region included by default)
     covariance: Tensor  # C (in, in)
+    erase_units: Tensor | None = None  # erase requests: the value channels switched off (rewrite.erase)
+
+    @property
+    def target_layer_out(self) -> Tensor:
+        """v* in layer-output space, for the closed form of the layer's linear part."""
+        if self.layer_target is None:
+            raise ValueError(
+                f"the closed form is not defined for this erase at {self.site.layer_name!r} (value at "
+                f"{self.site.value_at!r}): no layer output maps exactly to the erased value there (a modulated "
+                "conv's demodulation depends on the edited weight; other tails must be per-channel BatchNorm + "
+                "activation); use rank_one, which fits the value itself")
+        return self.layer_target
 
     @property
     def keys(self) -> Tensor:
@@ -87,18 +100,59 @@ class EditProblem:
         return masked_l1(value, self.target_value, self.value_weight)
 
 
+Goal = tuple[Tensor | None, Tensor, Tensor, Tensor, Tensor, Tensor]  # layer v*, alpha, value v*, alpha, image, alpha
+
+
+def paste_goal(site: EditSite, request: EditRequest, tgt: Captured, z_src: Tensor, z_tgt: Tensor) -> Goal:
+    """The copied region of the source pasted into the target, in layer-output, value and image space."""
+    adapter, size = site.adapter, site.adapter.resolution
+    offset, copy_mask = request.paste_offset(size), request.source.mask(size)
+    src = site.capture(z_src)
+    layer_out, layer_w = paste(src.layer_out, tgt.layer_out, copy_mask, offset, size)
+    value, value_w = paste(src.value, tgt.value, copy_mask, offset, size)
+    image, image_w = paste(adapter.generate(z_src), adapter.generate(z_tgt), copy_mask, offset, size)
+    return layer_out, layer_w, value, value_w, image, image_w
+
+
+def marked_values(site: EditSite, request: EditRequest, tgt: Captured) -> tuple[Tensor, Tensor]:
+    """(N, C, H, W) values and (N, H, W) coverage at the value's resolution of every seed with a marked
+    region (the paste region and the context regions; regions on one seed merged), for `top_units`."""
+    adapter, size = site.adapter, site.adapter.resolution
+    masks: dict[int, Tensor] = {}
+    for r in (request.paste, *request.context):
+        m = r.mask(size)
+        masks[r.seed] = torch.maximum(masks[r.seed], m) if r.seed in masks else m
+    values = [tgt.value if s == request.paste.seed else site.capture(adapter.sample_z([s])).value for s in masks]
+    hv, wv = as_map(tgt.value).shape[-2:]
+    return torch.cat([as_map(v) for v in values]), torch.stack([resample(m, hv, wv) for m in masks.values()])
+
+
+def erase_goal(site: EditSite, request: EditRequest, tgt: Captured, z_tgt: Tensor, units: Tensor) -> Goal:
+    """The target with `units` switched off inside the paste region, in layer-output, value and image space."""
+    size = site.adapter.resolution
+    mask = request.paste.mask(size)
+    value_w = resample(mask, *as_map(tgt.value).shape[-2:])
+    layer_w = resample(mask, *as_map(tgt.layer_out).shape[-2:])
+    value = erase_value(tgt.value, units, value_w)
+    image = generate_with_value(site, z_tgt, value)
+    return erase_layer_out(site, tgt.layer_out, units, layer_w), layer_w, value, value_w, image, mask
+
+
 @torch.no_grad()
 def build_problem(site: EditSite, request: EditRequest, covariance: Tensor) -> EditProblem:
     adapter = site.adapter
     size = adapter.resolution
     request.validate(size)
-    offset = request.paste_offset(size)
-    copy_mask = request.copy.mask(size)
-    z_src, z_tgt = adapter.sample_z([request.copy.seed]), adapter.sample_z([request.paste.seed])
-    src, tgt = site.capture(z_src), site.capture(z_tgt)
-    target_layer_out, layer_w = paste(src.layer_out, tgt.layer_out, copy_mask, offset, size)
-    target_value, value_w = paste(src.value, tgt.value, copy_mask, offset, size)
-    target_image, image_w = paste(adapter.generate(z_src), adapter.generate(z_tgt), copy_mask, offset, size)
+    z_tgt = adapter.sample_z([request.paste.seed])
+    tgt = site.capture(z_tgt)
+    units = None
+    if request.is_erase:
+        z_src = z_tgt
+        units = top_units(*marked_values(site, request, tgt), request.units)
+        goal = erase_goal(site, request, tgt, z_tgt, units)
+    else:
+        z_src = adapter.sample_z([request.source.seed])
+        goal = paste_goal(site, request, tgt, z_src, z_tgt)
 
     hk, wk = tgt.keys.shape[-2:]
     paste_sel = select(request.paste.mask(size), hk, wk)
@@ -110,6 +164,4 @@ def build_problem(site: EditSite, request: EditRequest, covariance: Tensor) -> E
     context_keys = torch.cat(ctx) if ctx else paste_keys
     if covariance.shape != (site.key_dim, site.key_dim):
         raise ValueError(f"covariance is {tuple(covariance.shape)}, the layer has {site.key_dim} key channels")
-    return EditProblem(site, request, size, z_tgt, z_src, tgt, target_layer_out, layer_w,
-                       target_value, value_w, target_image, image_w, paste_keys, context_keys, covariance)
-
+    return EditProblem(site, request, size, z_tgt, z_src, tgt, *goal, paste_keys, context_keys, covariance, units)

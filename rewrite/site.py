@@ -57,7 +57,8 @@ class EditSite:
                 raise TypeError(f"layer {layer!r} uses padding_mode={self.layer.padding_mode!r}; only 'zeros'")
             if isinstance(self.layer.padding, str):
                 raise TypeError(f"layer {layer!r} uses padding={self.layer.padding!r}; give explicit padding")
-        self.value_at = value_at or layer
+        self.value_at = _relative_value_at(layer, value_at) if value_at and value_at.startswith("+") else \
+            value_at or layer
         self.value_module = adapter.module(self.value_at)
         self._tail = self._tail_modules()
         self.weight_name = adapter.parameter_name(self.layer, "weight")
@@ -179,6 +180,15 @@ class EditSite:
     def coordinates(self, delta: Tensor, d: Tensor) -> Tensor:
         """Λ with ΔW = Λ Dᵀ for a ΔW already in the span (orthonormal D)."""
         return _along_in(delta, self.in_axis, lambda x: x @ d.to(x.dtype))
+
+
+def _relative_value_at(layer: str, value_at: str) -> str:
+    """`+n`: the module n places after the layer in its nn.Sequential (so one setting, e.g. "+2" for
+    BatchNorm + ReLU, fits every layer of a DCGAN-style stack and a layer sweep needs no value_at)."""
+    parent, _, idx = layer.rpartition(".")
+    if not value_at[1:].isdigit() or not idx.isdigit():
+        raise ValueError(f"value_at={value_at!r}: a relative value_at is '+n' after a layer of an nn.Sequential")
+    return f"{parent}.{int(idx) + int(value_at[1:])}" if parent else str(int(idx) + int(value_at[1:]))
 
 
 def make_site(adapter: GeneratorAdapter, layer: str, value_at: str | None = None) -> EditSite:

@@ -75,3 +75,13 @@ def test_face_model_loads_offline() -> None:
     x = g.generate(g.sample_z([35, 57]))
     assert x.shape == (2, 3, 64, 64) and x.abs().max() <= 1
     assert torch.equal(g.sample_z([35]), g.sample_z([35]))
+
+
+def test_relative_value_at_names_the_module_n_places_on() -> None:
+    from rewrite.generators.tiny import load_tiny
+
+    adapter = load_tiny()
+    assert EditSite(adapter, "main.4", "+2").value_at == "main.6"
+    assert EditSite(adapter, "main.4", "+0").value_at == "main.4"
+    with pytest.raises(ValueError, match="relative value_at"):
+        EditSite(adapter, "main.4", "+x")
