@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"no search space for {name} on {fam} rules: conf/experiment/{experiment}.yaml")
         if not complete(folder):
             print(f"[validation] {name}: +experiment={experiment}", flush=True)
-            run([*base, "-m", f"+experiment={experiment}", "split=validation", f"hydra.sweep.dir={folder}"], log)
+            run([*base[:3], "-m", *base[3:], f"+experiment={experiment}", "split=validation",
+                 f"hydra.sweep.dir={folder}"], log)
         overrides, best = choose(folder)
         chosen[name] = {"overrides": overrides, "validation_edit_score": best["edit_score"]}
         print(f"[chosen] {name}: {overrides} (validation edit_score {best['edit_score']:.3f})", flush=True)

@@ -175,3 +175,27 @@ def test_bootstrap_interval_and_edit_score() -> None:
     assert m["x"] == pytest.approx(0.3)
     e = edit_score(torch.full((5,), 0.64), torch.full((5,), 1.0))
     assert e["edit_score"] == pytest.approx(0.8) and e["edit_score_ci_low"] == pytest.approx(0.8)
+
+
+def test_key_selectivity_against_a_direct_computation() -> None:
+    from rewrite.evaluate import Evaluator
+    from rewrite.problem import select
+    from rewrite.stats import key_rows
+    from tests.conftest import tiny_problem
+
+    p = tiny_problem()
+    ev = Evaluator(p, None, tol=0.005)
+    d = p.directions(2, "zca")
+    m = ev.key_selectivity(d)
+    inside, outside = [], []
+    for r in p.request.heldout:  # one region per seed here
+        rows = key_rows(p.site.capture(p.site.adapter.sample_z([r.seed])).keys).double()
+        resp = (rows @ d.double()).norm(dim=1)
+        sel = select(r.mask(p.size), *p.keys.shape[-2:]).flatten()
+        inside.append(resp[sel])
+        outside.append(resp[~sel])
+    expect = torch.cat(inside).mean() / torch.cat(outside).mean()
+    assert m["key_selectivity"] == pytest.approx(float(expect), rel=1e-6)
+    target = (key_rows(p.keys).double() @ d.double()).norm(dim=1)[select(p.request.paste.mask(p.size),
+                                                                         *p.keys.shape[-2:]).flatten()]
+    assert m["key_response_target"] == pytest.approx(float(target.mean()), rel=1e-6)

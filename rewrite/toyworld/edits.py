@@ -22,6 +22,7 @@ directions must fire on the keys they change. Defaults: 16 more context scenes, 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -114,6 +115,7 @@ def _source_for(rule: str, target: Box, sources: list[tuple[int, Box]], seeds: l
     return None
 
 
+@functools.lru_cache(maxsize=32)  # a multirun asks for the same request in every job: render its scenes once
 def toy_request(rule: str, search: int = 400, context: int = 16, heldout: int = 32,
                 heldout_start: int = 1_000_000, heldout_offset: int = 0) -> EditRequest:
     """The edit request for `rule` (see the module docstring); deterministic for its arguments.

@@ -23,6 +23,8 @@ does not draw what the rule acts on, so nothing can be measured).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -159,6 +161,11 @@ def ideal_images(z: Tensor, rule: str) -> Tensor:
 
 def untouched_seeds(rule: str, start: int, count: int) -> list[int]:
     """Seeds from `start` whose scenes the rule does not change at all (for damage elsewhere)."""
+    return list(_untouched_seeds(rule, start, count))
+
+
+@functools.lru_cache(maxsize=32)  # every job of a multirun asks for the same seeds: render them once
+def _untouched_seeds(rule: str, start: int, count: int) -> tuple[int, ...]:
     seeds, found = start, []
     while len(found) < count and seeds < start + 50 * count:
         batch = list(range(seeds, seeds + 4 * count))
@@ -166,4 +173,4 @@ def untouched_seeds(rule: str, start: int, count: int) -> list[int]:
         same = (render(p)[0] == render(ideal_edit(p, rule))[0]).flatten(1).all(1)
         found += [s for s, ok in zip(batch, same.tolist(), strict=True) if ok]
         seeds += 4 * count
-    return found[:count]
+    return tuple(found[:count])
