@@ -93,7 +93,7 @@ def main() -> None:
     for name, lr, strategy, repeats in runs:
         result, seconds = timed(strategy, problem, repeats)
         with adapter.edited(result.weights):
-            m = evaluator.metrics()
+            m = evaluator.metrics(result)
         rows.append({"strategy": name, "lr": lr, "time_s": seconds, **m})
         results[(name, lr)] = result
         print(f"  {name:16s} lr={lr:7s} {seconds:8.3f}s  value_loss={m['value_loss']:.4f}", flush=True)
@@ -106,14 +106,14 @@ def main() -> None:
           f"C from {st.num_samples} samples, torch threads={torch.get_num_threads()}, perceptual={pname}")
     print("best lr of each swept baseline is marked *; ratios use those")
     head = (f"{'strategy':16s} {'lr':>7s} {'time s':>9s} {'value L1':>9s} {'held L1':>8s} {'held perc':>9s} "
-            f"{'tgt out L1':>10s} {'shift':>7s} {'PA/x time':>9s} {'x/PA loss':>9s} {'FF/x time':>9s}")
+            f"{'tgt out L1':>10s} {'edit sc':>7s} {'PA/x time':>9s} {'x/PA loss':>9s} {'FF/x time':>9s}")
     print(head)
     print("-" * len(head))
     for r in rows:
         star = "*" if r in (pa, ff) or r == best("layer_finetune") else " "
         print(f"{r['strategy']:16s} {r['lr']:>6s}{star} {r['time_s']:9.3f} {r['value_loss']:9.4f} "
               f"{r['heldout_collateral_l1']:8.4f} {r[f'heldout_collateral_{pname}']:9.4f} "
-              f"{r['target_outside_l1']:10.4f} {r['heldout_value_shift_to_goal']:7.3f} "
+              f"{r['target_outside_l1']:10.4f} {r['edit_score']:7.3f} "
               f"{pa['time_s'] / r['time_s']:9.1f} {r['value_loss'] / pa['value_loss']:9.3f} "
               f"{ff['time_s'] / r['time_s']:9.1f}")
     cf = best("closed_form")

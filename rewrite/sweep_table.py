@@ -1,7 +1,7 @@
 """One table from a Hydra multirun: a row per job (its overrides), a column per metric.
 
     python -m rewrite.sweep_table multirun/2026-11-26/18-30-00
-    python -m rewrite.sweep_table SWEEP_DIR --metrics value_loss,toy_efficacy --csv table.csv
+    python -m rewrite.sweep_table SWEEP_DIR --metrics value_loss,key_selectivity --csv table.csv
     python -m rewrite.sweep_table SWEEP_DIR --group edit.heldout_start --pareto front.png
 
 Comparison sweeps end with dozens of `metrics.json` files; this reads them back so that strategies
