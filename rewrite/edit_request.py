@@ -14,13 +14,16 @@ the paste region itself): the update directions must see the keys they are meant
 
 An erase request (`kind: erase`, the paper's watermark experiment) has no copy: `paste` marks what
 to remove on the target seed, and the `units` value channels most active in the marked regions
-(paste + context) are switched off there (see `rewrite.erase`):
+(paste + context) are switched off there (see `rewrite.erase`); `contrast` regions (optional) show
+the same place without the thing, and units are then ranked against them instead of against
+everything outside the marked regions (eye boxes without glasses, so glasses units win over eye units):
 
     name: no_glasses
     kind: erase
     units: 8
     paste: {seed: 35, box: [8, 16, 56, 32]}
     context: [{seed: 4, box: [8, 16, 56, 32]}]
+    contrast: [{seed: 0, box: [8, 16, 56, 32]}]
     heldout: [{seed: 34, box: [8, 16, 56, 32]}]
 """
 
@@ -108,6 +111,7 @@ class EditRequest:
     context_includes_paste: bool = True
     kind: str = "paste"  # paste | erase
     units: int = 8  # erase only: how many value channels to switch off
+    contrast: tuple[Region, ...] = ()  # erase only: the same place without the thing (picks units by contrast)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -117,6 +121,8 @@ class EditRequest:
         if self.kind == "erase" and self.copy is not None:
             raise EditRequestError("an erase request has no 'copy' region: 'paste' marks what to erase; "
                                    "drop 'copy' or use kind: paste")
+        if self.kind == "paste" and self.contrast:
+            raise EditRequestError("'contrast' regions belong to erase requests (kind: erase)")
         if not isinstance(self.units, int) or isinstance(self.units, bool) or self.units < 1:
             raise EditRequestError(f"units must be an integer ≥ 1, got {self.units!r}")
 
@@ -144,7 +150,8 @@ class EditRequest:
     def from_dict(cls, data: Mapping[str, Any], base_dir: str | Path = ".") -> EditRequest:
         if not isinstance(data, Mapping):
             raise EditRequestError(f"an edit request must be a mapping, got {type(data).__name__}")
-        known = {"name", "kind", "copy", "paste", "context", "heldout", "context_includes_paste", "units", "file"}
+        known = {"name", "kind", "copy", "paste", "context", "heldout", "context_includes_paste", "units", "contrast",
+                 "file"}
         extra = set(data) - known
         if extra:
             raise EditRequestError(f"unknown edit request fields {sorted(extra)}; expected {sorted(known - {'file'})}")
@@ -183,7 +190,7 @@ class EditRequest:
         copy = region(data["copy"], "copy") if data.get("copy") is not None else None
         return cls(name=str(data.get("name", "edit")), copy=copy, paste=region(data["paste"], "paste"),
                    context=regions("context"), heldout=regions("heldout"), context_includes_paste=include,
-                   kind=kind, units=8 if data.get("units") is None else data["units"])
+                   kind=kind, units=8 if data.get("units") is None else data["units"], contrast=regions("contrast"))
 
     @classmethod
     def load(cls, path: str | Path) -> EditRequest:
@@ -206,6 +213,8 @@ class EditRequest:
         if self.copy is not None:
             self.copy.validate(size, "copy")
         self.paste.validate(size, "paste")
+        for i, r in enumerate(self.contrast):
+            r.validate(size, f"contrast[{i}]")
         for i, r in enumerate(self.context):
             r.validate(size, f"context[{i}]")
         for i, r in enumerate(self.heldout):

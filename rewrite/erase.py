@@ -13,6 +13,10 @@ where the means run over every position of every marked sample (the paste region
 regions; regions on the same seed are merged), each position weighted by its coverage `a` of the
 marked region (inside) or `1 - a` (outside), and `eps` is 1e-3 × the mean activity of all units, so
 a unit silent everywhere scores ~0 rather than 0/0. The `units` highest scores are switched off.
+With `contrast` regions in the request (the same place without the thing: eye boxes of faces
+without glasses, watermark corners of scenes without one) the reference is the mean activity inside
+those instead of outside the marked regions, so units that draw the thing beat units that draw
+the place (eyes) — the contrast GAN Dissection gets from its segmentation.
 
 "Off" is 0 (GAN Dissection's ablation). Filling with each unit's mean outside the region instead was
 measured on the face erase (`face_erase_glasses`, 20 held-out faces): the images look alike and the
@@ -31,24 +35,33 @@ from rewrite.site import EditSite, as_map
 ZERO_PRESERVING = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Identity)
 
 
-def unit_scores(values: Tensor, alphas: Tensor) -> Tensor:
+def _inside(act: Tensor, a: Tensor) -> Tensor:
+    return (act * a).sum((0, 2, 3)) / a.sum().clamp_min(1e-12)
+
+
+def unit_scores(values: Tensor, alphas: Tensor, contrast: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """(C,) inside/outside activity ratio of every unit, see the module docstring.
 
     `values` (N, C, H, W) (or (N, C)), `alphas` (N, H, W) coverage of the marked region in [0, 1].
+    `contrast` (values, coverage) of regions showing the same place without the thing: the reference
+    becomes the mean activity inside them instead of outside the marked regions.
     """
     act = as_map(values).double().clamp_min(0)
     a = alphas.double()[:, None]
-    inside = (act * a).sum((0, 2, 3)) / a.sum().clamp_min(1e-12)
-    outside = (act * (1 - a)).sum((0, 2, 3)) / (1 - a).sum().clamp_min(1e-12)
-    return inside / (outside + 1e-3 * act.mean())
+    inside = _inside(act, a)
+    if contrast is None:
+        reference = (act * (1 - a)).sum((0, 2, 3)) / (1 - a).sum().clamp_min(1e-12)
+    else:
+        reference = _inside(as_map(contrast[0]).double().clamp_min(0), contrast[1].double()[:, None])
+    return inside / (reference + 1e-3 * act.mean())
 
 
-def top_units(values: Tensor, alphas: Tensor, k: int) -> Tensor:
-    """Indices (k,) of the units most active inside the marked regions relative to outside, best first."""
+def top_units(values: Tensor, alphas: Tensor, k: int, contrast: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Indices (k,) of the units most active inside the marked regions relative to the reference, best first."""
     channels = as_map(values).shape[1]
     if not 1 <= k <= channels:
         raise ValueError(f"cannot switch off {k} units: the value has {channels} channels")
-    return torch.topk(unit_scores(values, alphas), k).indices
+    return torch.topk(unit_scores(values, alphas, contrast), k).indices
 
 
 def erase_value(value: Tensor, units: Tensor, mask: Tensor) -> Tensor:

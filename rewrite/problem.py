@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rewrite.edit_request import EditRequest, resample
+from rewrite.edit_request import EditRequest, Region, resample
 from rewrite.erase import erase_layer_out, erase_value, generate_with_value, top_units
 from rewrite.keys import directions
 from rewrite.site import Captured, EditSite, as_map
@@ -114,12 +114,14 @@ def paste_goal(site: EditSite, request: EditRequest, tgt: Captured, z_src: Tenso
     return layer_out, layer_w, value, value_w, image, image_w
 
 
-def marked_values(site: EditSite, request: EditRequest, tgt: Captured) -> tuple[Tensor, Tensor]:
+def marked_values(site: EditSite, request: EditRequest, tgt: Captured,
+                  regions: tuple[Region, ...] | None = None) -> tuple[Tensor, Tensor]:
     """(N, C, H, W) values and (N, H, W) coverage at the value's resolution of every seed with a marked
-    region (the paste region and the context regions; regions on one seed merged), for `top_units`."""
+    region (the paste region and the context regions, or `regions`; regions on one seed merged), for
+    `top_units`."""
     adapter, size = site.adapter, site.adapter.resolution
     masks: dict[int, Tensor] = {}
-    for r in (request.paste, *request.context):
+    for r in regions if regions is not None else (request.paste, *request.context):
         m = r.mask(size)
         masks[r.seed] = torch.maximum(masks[r.seed], m) if r.seed in masks else m
     values = [tgt.value if s == request.paste.seed else site.capture(adapter.sample_z([s])).value for s in masks]
@@ -148,7 +150,8 @@ def build_problem(site: EditSite, request: EditRequest, covariance: Tensor) -> E
     units = None
     if request.is_erase:
         z_src = z_tgt
-        units = top_units(*marked_values(site, request, tgt), request.units)
+        contrast = marked_values(site, request, tgt, request.contrast) if request.contrast else None
+        units = top_units(*marked_values(site, request, tgt), request.units, contrast)
         goal = erase_goal(site, request, tgt, z_tgt, units)
     else:
         z_src = adapter.sample_z([request.source.seed])

@@ -68,6 +68,8 @@ def test_erase_request_parses_and_stays_hashable(tmp_path: Path) -> None:
         ({"kind": "paste", "units": None}, "needs a 'copy' region"),
         ({"kind": "paste", "copy": {"seed": 1, "box": [4, 4, 12, 12]}}, "'units' belongs to erase requests"),
         ({"paste": None}, "needs a 'paste' region"),
+        ({"kind": "paste", "copy": {"seed": 1, "box": [4, 4, 12, 12]}, "units": None,
+          "contrast": [{"seed": 5, "box": [4, 4, 12, 12]}]}, "'contrast' regions belong to erase requests"),
     ],
 )
 def test_erase_request_errors(over: dict, message: str) -> None:
@@ -103,6 +105,24 @@ def test_top_units_match_a_hand_computation() -> None:
     expected = sorted(range(6), key=lambda u: -scores[u])[:3]
     assert top_units(values, alphas, 3).tolist() == expected
     assert expected[0] == 2
+
+
+def test_contrast_regions_rank_units_against_the_same_place_without_the_thing() -> None:
+    g = torch.Generator().manual_seed(1)
+    values = torch.rand(2, 5, 4, 4, generator=g)
+    alphas = torch.zeros(2, 4, 4)
+    alphas[:, 1:3, 1:3] = 1.0
+    values[:, 1, 1:3, 1:3] += 2.0  # unit 1: the place (fires in the box with or without the thing)
+    values[:, 3, 1:3, 1:3] += 1.0  # unit 3: the thing (fires in the box only where it is drawn)
+    contrast = values.clone()
+    contrast[:, 3] = torch.rand(2, 4, 4, generator=g)  # no thing in the contrast images
+    assert top_units(values, alphas, 1).tolist() == [1]  # against the outside, the place wins
+    act, cact = values.clamp_min(0).double(), contrast.clamp_min(0).double()
+    inside = act[:, :, 1:3, 1:3].mean((0, 2, 3))
+    reference = cact[:, :, 1:3, 1:3].mean((0, 2, 3))
+    expected = torch.argsort(-(inside / (reference + 1e-3 * act.mean())))[:2]
+    got = top_units(values, alphas, 2, (contrast, alphas))
+    assert got.tolist() == expected.tolist() and got[0] == 3  # against the contrast, the thing wins
 
 
 def test_problem_selects_units_over_paste_and_context(erase_problem: EditProblem) -> None:

@@ -114,3 +114,15 @@ def test_toy_benchmark_experiment_runs_as_a_multirun(tmp_path: Path) -> None:
     assert m["score_source"] == "toy_ideal" and m["n_heldout"] == 32 and m["n_untouched"] == 2
     assert 0 < m["generality"] < 1 and 0 < m["specificity"] <= 1 and m["toy_source_recall_before"] > 0.1
     assert list((job / "csv").rglob("metrics.csv"))  # the experiment logs to CSV
+
+
+def test_generator_tuned_settings_are_the_strategy_defaults_and_yield_to_the_command_line() -> None:
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["generator=dcgan_face"])
+        tuned = cfg.generator.tuned.rank_one
+        s = instantiate(cfg.strategy)
+        assert (s.cfg.key_method, s.cfg.memory_weight) == (tuned.key_method, tuned.memory_weight)
+        s = instantiate(compose("config", overrides=["generator=dcgan_face", "strategy.key_method=svd"]).strategy)
+        assert s.cfg.key_method == "svd"
+        s = instantiate(compose("config", overrides=["generator=tiny", "strategy=low_rank"]).strategy)
+        assert (s.cfg.key_method, s.cfg.rank, s.cfg.memory_weight) == ("zca", 4, 0.0)  # no tuned block: defaults
