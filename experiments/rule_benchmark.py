@@ -12,7 +12,8 @@
 4. `python -m rewrite.sweep_table <out>/test --csv <out>/test.csv --pareto <out>/pareto.png` writes the
    table with 95% intervals and the Pareto plot; `<out>/chosen.json` records the choices and
    `<out>/commands.txt` every command that ran. Phases whose folders are complete are skipped, so
-   an interrupted benchmark resumes.
+   an interrupted benchmark resumes; after `python -m rewrite.rescore <out>/val` (new metrics, same
+   edits) a rerun re-chooses and runs again only the test runs whose choice changed.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from rewrite.sweep_table import load_sweep, markdown, table
 
@@ -56,6 +60,12 @@ def complete(folder: Path) -> bool:
         return not load_sweep(folder).unfinished
     except ValueError:
         return False
+
+
+def ran_with(folder: Path, overrides: list[str]) -> bool:
+    """Whether a finished test run used these overrides (a changed choice must run again)."""
+    path = folder / ".hydra" / "overrides.yaml"
+    return path.is_file() and set(overrides) <= set(OmegaConf.to_container(OmegaConf.load(path)) or [])
 
 
 def choose(folder: Path) -> tuple[dict[str, str], dict[str, object]]:
@@ -95,8 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     (out / "chosen.json").write_text(json.dumps(chosen, indent=2))
     for i, name in enumerate(names):
         folder = out / "test" / f"{i}_{name}"
-        if not (folder / "metrics.json").is_file():
-            ov = [f"{k}={v}" for k, v in chosen[name]["overrides"].items()]  # type: ignore[union-attr]
+        ov = [f"{k}={v}" for k, v in chosen[name]["overrides"].items()]  # type: ignore[union-attr]
+        if not (folder / "metrics.json").is_file() or not ran_with(folder, ov):
+            shutil.rmtree(folder, ignore_errors=True)
             run([*base, f"+experiment=search_{fam}_{name}", *ov, "split=test", f"hydra.run.dir={folder}"], log)
     test = load_sweep(out / "test")
     print(markdown(*table(test, ["efficacy", "generality", "specificity", "edit_score", "edit_time_s"])))

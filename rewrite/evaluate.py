@@ -108,7 +108,7 @@ class Evaluator:
     def _paste_goal_scores(self, after_target: Tensor, after_heldout: Tensor | None) -> dict[str, float]:
         """Efficacy / generality / specificity against the paste goal, per pixel (+ per value position)."""
         p, tol, margin = self.problem, self.tol, self.margin
-        efficacy, keep0 = goal_image_scores(to01(self.before_target), to01(after_target), to01(p.target_image), tol,
+        reached0, keep0 = goal_image_scores(to01(self.before_target), to01(after_target), to01(p.target_image), tol,
                                             margin)
         keep = [keep0]
         gen, gen_value, change_px = [], [], []
@@ -128,8 +128,9 @@ class Evaluator:
                     b, a = to01(self.before_heldout[i : i + 1]), to01(after_heldout[i : i + 1])
                     outside = ~dilate(self.heldout_masks[i : i + 1] > 0, self.margin)
                     keep.append(stayed(a, b, outside, tol))
-        generality = torch.cat(gen) if gen else torch.full((1,), float("nan"))
-        summary = rule_summary(efficacy, generality, torch.cat(keep))
+        nan = torch.full((1,), float("nan"))
+        heldout = (torch.cat(gen), torch.cat(keep[1 : 1 + len(gen)])) if gen else (nan, nan)
+        summary = rule_summary((reached0, keep0), heldout, torch.cat(keep))
         out = {f"paste_goal_{k}": v for k, v in summary.items()}
         if gen_value:
             out["paste_goal_generality_value"] = sum(gen_value) / len(gen_value)

@@ -8,8 +8,11 @@ average, so both reward wrecked edits. Here every pixel either reaches its goal 
 * a pixel outside the footprint *stays* when it is within `tol` of the unedited image (and keeps
   its class).
 
-`efficacy` (the target image), `generality` (held-out images) and `specificity` (everything else)
-are means of per-image shares in [0, 1]; `edit_score` is the geometric mean of generality and
+`specificity` is the mean share of pixels that stayed (everything else). An image *follows the rule*
+to the extent that its footprint reaches the goal *and* the rest of it stays: per image,
+reached × stayed, so an edit that washes every image toward an average cannot buy goal pixels with
+damage. `efficacy` (the target image) and `generality` (held-out images) are means of that product
+(`*_footprint`: the footprint share alone); `edit_score` is the geometric mean of generality and
 specificity, as model-editing benchmarks report. Intervals are percentile bootstraps over images.
 Images are in [0, 1], (N, 3, H, W); masks and label maps are (N, H, W).
 """
@@ -114,12 +117,17 @@ def edit_score(generality: Tensor, specificity: Tensor, samples: int = BOOTSTRAP
             "edit_score_ci_low": float(lo), "edit_score_ci_high": float(hi)}
 
 
-def rule_summary(efficacy: Tensor, generality: Tensor, specificity: Tensor) -> dict[str, float]:
-    """The four headline numbers (+ intervals, counts) from per-image scores."""
+def rule_summary(target: tuple[Tensor, Tensor], heldout: tuple[Tensor, Tensor],
+                 specificity: Tensor) -> dict[str, float]:
+    """The four headline numbers (+ intervals, counts) from per-image scores: `target` and `heldout` are
+    (reached, stayed) per image, `specificity` every image's stayed share (held-out, target, untouched)."""
+    efficacy, generality = target[0] * target[1], heldout[0] * heldout[1]
     out = mean_with_ci("efficacy", efficacy)
     out.update(mean_with_ci("generality", generality))
     out.update(mean_with_ci("specificity", specificity))
     out.update(edit_score(generality, specificity))
+    out["efficacy_footprint"] = float(_finite(target[0]).mean()) if len(_finite(target[0])) else float("nan")
+    out["generality_footprint"] = float(_finite(heldout[0]).mean()) if len(_finite(heldout[0])) else float("nan")
     out["n_heldout"] = int((~torch.isnan(generality)).sum())
     return out
 

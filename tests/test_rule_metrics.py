@@ -199,3 +199,25 @@ def test_key_selectivity_against_a_direct_computation() -> None:
     target = (key_rows(p.keys).double() @ d.double()).norm(dim=1)[select(p.request.paste.mask(p.size),
                                                                          *p.keys.shape[-2:]).flatten()]
     assert m["key_response_target"] == pytest.approx(float(target.mean()), rel=1e-6)
+
+
+def test_washing_images_toward_an_average_cannot_buy_goal_pixels() -> None:
+    """A paste goal is another image's content: pulling every image toward the mean brings some goal
+    pixels within tolerance. Per image, reached × stayed keeps that from passing for generality."""
+    from rewrite.rule_metrics import rule_summary
+
+    g = torch.Generator().manual_seed(2)
+    before = torch.rand(8, 1, 16, 16, generator=g).expand(8, 3, 16, 16).clone()  # grey textures
+    goal = before.clone()
+    goal[:, :, 4:12, 4:12] = 0.5  # the pasted content: mid grey
+    clean = before.clone()
+    clean[:, :, 4:8, 4:12] = 0.5  # a clean partial edit: half the box, nothing else touched
+    washed = 0.5 * before + 0.25  # every pixel halfway to grey
+    scores = {}
+    for name, after in (("clean", clean), ("washed", washed)):
+        reached, kept = goal_image_scores(before, after, goal)
+        scores[name] = rule_summary((reached[:1], kept[:1]), (reached, kept), kept)
+    assert scores["washed"]["generality_footprint"] > 0.2  # the wash does land goal pixels...
+    assert scores["washed"]["generality"] < 0.5 * scores["washed"]["generality_footprint"]  # ...at a price
+    assert scores["clean"]["generality"] == pytest.approx(scores["clean"]["generality_footprint"])
+    assert scores["clean"]["edit_score"] > 2 * scores["washed"]["edit_score"]

@@ -11,8 +11,9 @@ the colour tolerance or in class. With `rewrite.rule_metrics`:
   are as in the unedited generator's image.
 
 Footprint pixels that the unedited generator already draws as the ideal need no edit and are left
-out, so an edit that does nothing scores 0. `efficacy` is the target scene's share, `generality` the
-held-out scenes' mean, `specificity` the mean over the held-out scenes' pixels outside the footprint
+out, so an edit that does nothing scores 0. `efficacy` is the target scene's share (times the share
+of its other pixels that stayed, see `rewrite.rule_metrics`), `generality` the same over held-out
+scenes, `specificity` the mean over the held-out scenes' pixels outside the footprint
 (grown by `margin` pixels, where edges of generated parts legitimately move) and over whole scenes
 the rule leaves alone. Diagnostics: `toy_footprint_fidelity_before` (how well the unedited generator
 draws the scenes where the rule acts: a ceiling for generality), the class-only and colour-only
@@ -116,13 +117,14 @@ class ToyRuleScore:
         labels = seg.labels(after)
         generality = self._reached(h, after, labels)
         keep = [self._stayed(h, after, labels)]
+        heldout = (generality, keep[0])
         if self.target is not None:
             t_after = _images01(self.adapter, self.z_target)
             t_labels = seg.labels(t_after)
-            efficacy = self._reached(self.target, t_after, t_labels)
             keep.append(self._stayed(self.target, t_after, t_labels))
+            target = (self._reached(self.target, t_after, t_labels), keep[-1])
         else:
-            efficacy = torch.full((1,), float("nan"))
+            target = (torch.full((1,), float("nan")), torch.full((1,), float("nan")))
         m: dict[str, float] = {}
         if self.z_untouched is not None:
             u_after = _images01(self.adapter, self.z_untouched)
@@ -133,7 +135,7 @@ class ToyRuleScore:
             m["specificity_untouched"] = float(untouched.mean())
             m["n_untouched"] = len(untouched)
             m["toy_damage_l1_untouched_scenes"] = float((u_after - self.before_untouched).abs().mean())
-        m.update(rule_summary(efficacy, generality, torch.cat(keep)))
+        m.update(rule_summary(target, heldout, torch.cat(keep)))
         m["specificity_heldout_outside"] = float(keep[0].mean())
         # How well the unedited generator draws these scenes where the rule acts: a ceiling for generality.
         m["toy_footprint_fidelity_before"] = float(goal_reached(h.before, h.original, h.must_change, self.tol,
