@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	WANDB_MODE=offline $(BIN)/python -m rewrite
+	WANDB_MODE=offline $(BIN)/python -m rewrite generator=toy_stylegan2 edit=toy_dome_to_spire
 
 test: $(BIN)/.installed
 	WANDB_MODE=offline $(BIN)/python -m pytest -q

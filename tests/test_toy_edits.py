@@ -35,7 +35,7 @@ def test_requests_are_automatic_reproducible_and_on_target(rule: str) -> None:
     req.validate(64)
     assert all(r.seed >= 1_000_000 for r in req.heldout) and len({r.seed for r in req.heldout}) == 32
     used = {req.copy.seed, req.paste.seed}
-    assert not used & {r.seed for r in req.context} and len(req.context) == 16
+    assert not used & {r.seed for r in req.context} and len(req.context) == 96
     assert req.context_regions[0] == req.paste  # the directions see the keys they must change
     # Paste, context and held-out regions are the same kind of region (same-size boxes where sizes match).
     if rule == "dome_to_spire":

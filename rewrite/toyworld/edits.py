@@ -17,7 +17,7 @@ sees a scene the edit used). A seed means the same latent as in `GeneratorAdapte
   over the reflections of another scene, context = other scenes' reflections.
 
 The paste region is a context region too (`EditRequest.context_includes_paste`): the update
-directions must fire on the keys they change. Defaults: 16 more context scenes, 32 held-out scenes.
+directions must fire on the keys they change. Defaults: 96 more context regions, 32 held-out scenes.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def _source_for(rule: str, target: Box, sources: list[tuple[int, Box]], seeds: l
 
 
 @functools.lru_cache(maxsize=32)  # a multirun asks for the same request in every job: render its scenes once
-def toy_request(rule: str, search: int = 400, context: int = 16, heldout: int = 32,
+def toy_request(rule: str, search: int = 400, context: int = 96, heldout: int = 32,
                 heldout_start: int = 1_000_000, heldout_offset: int = 0) -> EditRequest:
     """The edit request for `rule` (see the module docstring); deterministic for its arguments.
 
