@@ -189,6 +189,8 @@ class Evaluator:
             for suffix in ("", "_ci_low", "_ci_high"):
                 out[k + suffix] = scores[f"paste_goal_{k}{suffix}"]
         out["n_heldout"] = scores["paste_goal_n_heldout"]
+        out["efficacy_footprint"] = scores["paste_goal_efficacy_footprint"]
+        out["generality_footprint"] = scores["paste_goal_generality_footprint"]
         out["score_source"] = "paste_goal"  # type: ignore[assignment]
         if result is not None and result.delta is not None:
             out.update(self.key_selectivity(result.delta.directions))

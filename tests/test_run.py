@@ -126,3 +126,11 @@ def test_generator_tuned_settings_are_the_strategy_defaults_and_yield_to_the_com
         assert s.cfg.key_method == "svd"
         s = instantiate(compose("config", overrides=["generator=tiny", "strategy=low_rank"]).strategy)
         assert (s.cfg.key_method, s.cfg.rank, s.cfg.memory_weight) == ("zca", 4, 0.0)  # no tuned block: defaults
+
+
+def test_toy_generator_tuned_settings() -> None:
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["generator=toy_stylegan2", "edit=toy_dome_to_spire"])
+    s = instantiate(cfg.strategy)
+    assert (s.cfg.key_method, s.cfg.memory_weight) == ("mean", 20.0) and cfg.generator.layer == "convs.3"
+    assert cfg.edit.context == 96
