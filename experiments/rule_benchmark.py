@@ -9,11 +9,12 @@
 2. Per strategy the job with the highest `edit_score` is chosen (ties: the faster one).
 3. Each chosen setting runs again on the test seeds (`split=test`, held-out seeds never used to choose):
    `<out>/test/<n>_<strategy>/`.
-4. `python -m rewrite.sweep_table <out>/test --csv <out>/test.csv --pareto <out>/pareto.png` writes the
-   table with 95% intervals and the Pareto plot; `<out>/chosen.json` records the choices and
-   `<out>/commands.txt` every command that ran. Phases whose folders are complete are skipped, so
-   an interrupted benchmark resumes; after `python -m rewrite.rescore <out>/val` (new metrics, same
-   edits) a rerun re-chooses and runs again only the test runs whose choice changed.
+4. `<out>/table.md` (the README's table: each strategy's chosen setting and its test scores with
+   95% intervals); `python -m rewrite.sweep_table` adds `<out>/test.csv` and the Pareto plot
+   `<out>/pareto.png`; `<out>/chosen.json` records the choices and `<out>/commands.txt` every
+   command that ran. Phases whose folders are complete are skipped, so an interrupted benchmark
+   resumes; after `python -m rewrite.rescore <out>/val` (new metrics, same edits) a rerun re-chooses
+   and runs again only the test runs whose choice changed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from rewrite.sweep_table import load_sweep, markdown, table
+from rewrite.sweep_table import load_sweep
 
 STRATEGIES = ("rank_one", "low_rank", "closed_form", "projected_adam", "layer_finetune", "full_finetune")
 COMMON = ["logger=csv", "progress=false", "torch_threads=1"]
@@ -109,12 +110,28 @@ def main(argv: list[str] | None = None) -> None:
         if not (folder / "metrics.json").is_file() or not ran_with(folder, ov):
             shutil.rmtree(folder, ignore_errors=True)
             run([*base, f"+experiment=search_{fam}_{name}", *ov, "split=test", f"hydra.run.dir={folder}"], log)
-    test = load_sweep(out / "test")
-    print(markdown(*table(test, ["efficacy", "generality", "specificity", "edit_score", "edit_time_s"])))
+    text = summary(out, names, chosen)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
     subprocess.run([sys.executable, "-m", "rewrite.sweep_table", str(out / "test"), "--csv", str(out / "test.csv"),
                     "--pareto", str(out / "pareto.png")], check=True, capture_output=True)
-    print(f"table: {out / 'test.csv'}; Pareto plot: {out / 'pareto.png'}")
+    print(f"table: {out / 'table.md'}, {out / 'test.csv'}; Pareto plot: {out / 'pareto.png'}")
 
+
+def _ci(m: dict[str, object], key: str) -> str:
+    return f"{m[key]:.2f} [{m[key + '_ci_low']:.2f}, {m[key + '_ci_high']:.2f}]"
+
+
+def summary(out: Path, names: list[str], chosen: dict[str, dict[str, object]]) -> str:
+    """One markdown row per strategy: its chosen setting and its test-seed scores (the README's table)."""
+    lines = ["| strategy | chosen on validation | efficacy | generality | specificity | edit_score | time s |",
+             "|---|---|---|---|---|---|---|"]
+    for i, name in enumerate(names):
+        m = json.loads((out / "test" / f"{i}_{name}" / "metrics.json").read_text())
+        setting = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in chosen[name]["overrides"].items())  # type: ignore
+        lines.append(f"| `{name}` | {setting} | {m['efficacy']:.2f} | {_ci(m, 'generality')} | "
+                     f"{_ci(m, 'specificity')} | {_ci(m, 'edit_score')} | {m['edit_time_s']:.3g} |")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()
