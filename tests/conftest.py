@@ -31,6 +31,15 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread() -> None:
+    """The toy renderer's many small ops stall with 2 threads on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_problem(layer: str = "main.4", value_at: str | None = "main.6", request: dict | None = None) -> EditProblem:
     adapter = load_tiny()
     site = EditSite(adapter, layer, value_at)

@@ -29,12 +29,7 @@ from rewrite.toyworld.segmenter import load_toy_segmenter
 HEADLINE = ("efficacy", "generality", "edit_score")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the renderer's many small ops stall with 2 threads on a busy machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blur(x: Tensor, k: int = 3) -> Tensor:

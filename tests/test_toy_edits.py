@@ -16,12 +16,7 @@ PASTE_HAS = {"dome_to_spire": "dome", "remove_watermark": "watermark", "add_tree
 COPY_HAS = {"dome_to_spire": "spire", "remove_watermark": None, "add_tree": "tree", "no_reflections": "water"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the renderer's many small ops stall with 2 threads on a busy machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def labels_of(seed: int) -> Tensor:
