@@ -1,0 +1,44 @@
+"""rewrite.benchmark's choices on hand-made validation folders (the runs themselves are real Hydra
+multiruns, exercised in test_run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rewrite import benchmark as rule_benchmark
+
+
+def _job(root: Path, name: str, overrides: list[str], metrics: dict) -> Path:
+    (root / name / ".hydra").mkdir(parents=True)
+    (root / name / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (root / name / "metrics.json").write_text(json.dumps(metrics))
+    return root / name
+
+
+def test_choose_takes_the_best_edit_score_then_the_faster_job(tmp_path: Path) -> None:
+    common = ["+experiment=search_toy_rank_one", "split=validation", "torch_threads=1"]
+    _job(tmp_path, "0_a", [*common, "generator.layer=convs.3", "strategy.memory_weight=0"],
+         {"edit_score": 0.5, "edit_time_s": 1.0})
+    _job(tmp_path, "1_b", [*common, "generator.layer=convs.3", "strategy.memory_weight=20"],
+         {"edit_score": 0.8, "edit_time_s": 2.0})
+    _job(tmp_path, "2_c", [*common, "generator.layer=convs.4", "strategy.memory_weight=20"],
+         {"edit_score": 0.8, "edit_time_s": 1.5})
+    _job(tmp_path, "3_d", [*common, "generator.layer=convs.4", "strategy.memory_weight=30"],
+         {"edit_score": float("nan"), "edit_time_s": 0.1})
+    overrides, best = rule_benchmark.choose(tmp_path)
+    assert overrides == {"generator.layer": "convs.4", "strategy.memory_weight": "20"}  # the swept settings only
+    assert best["edit_time_s"] == 1.5
+
+
+def test_a_test_run_is_reused_only_for_the_same_choice(tmp_path: Path) -> None:
+    run = _job(tmp_path, "0_rank_one", ["+experiment=x", "generator.layer=convs.3", "split=test"], {"edit_score": 1})
+    assert rule_benchmark.ran_with(run, ["generator.layer=convs.3"])
+    assert not rule_benchmark.ran_with(run, ["generator.layer=convs.4"])
+
+
+def test_unknown_family_is_refused() -> None:
+    with pytest.raises(SystemExit, match="no search space"):
+        rule_benchmark.family("tiny_box")
