@@ -145,7 +145,10 @@ class Evaluator:
         below ~1 the edit cannot generalize without changing everything else too.
         """
         p = self.problem
-        resp = lambda keys: torch.einsum("nihw,ir->nrhw", keys.double(), d.double()).norm(dim=1)[0]  # noqa: E731
+
+        def resp(keys: Tensor) -> Tensor:  # ‖Dᵀk‖ at every position of one image's (1, in, H, W) keys
+            return torch.einsum("nihw,ir->nrhw", keys.double(), d.double()).norm(dim=1)[0]
+
         hk, wk = p.keys.shape[-2:]
         target = resp(p.keys)[select(self.paste_mask, hk, wk)].mean()
         out = {"key_response_target": float(target)}
