@@ -30,9 +30,11 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def short_label(row: dict[str, object], keys: Sequence[str], max_len: int = 40) -> str:
     """`rank_one lr=0.05` from `strategy=rank_one strategy.lr=0.05`, so labels fit the plot: a config group choice
-    (no dot in the key) by its value alone, any other override by the last part of its key.
+    (no dot in the key) by its value alone, any other override by the last part of its key; appended config
+    groups (`+experiment=...`) are left out.
     """
-    text = " ".join(str(row[k]) if "." not in k else f"{k.rsplit('.', 1)[-1]}={row[k]}" for k in keys if k in row)
+    shown = [k for k in keys if k in row and not k.startswith("+")]  # `+experiment=...` only repeats the strategy
+    text = " ".join(str(row[k]) if "." not in k else f"{k.rsplit('.', 1)[-1]}={row[k]}" for k in shown)
     return text if len(text) <= max_len else text[: max_len - 1] + "…"
 
 
