@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.generators.stylegan2 import StyledConv
-from rewrite.site import Captured, EditSite
+from rewrite.site import Captured, EditSite, StopForward, run_until
 
 
 class ModulatedConvSite(EditSite):
@@ -71,6 +71,18 @@ class ModulatedConvSite(EditSite):
             handle.remove()
         context = {k: store[k] for k in ("x", "w", "noise")}
         return Captured(store["keys"], store["layer_out"], store["value"], context)
+
+    @torch.no_grad()
+    def capture_keys(self, z: Tensor) -> Tensor:
+        """Only the style-modulated inputs; the forward pass stops at the layer."""
+        store: dict[str, Tensor] = {}
+
+        def pre_hook(_m: nn.Module, args: tuple[Tensor, ...], kwargs: dict) -> None:
+            store["keys"] = self.conv.modulated_input(args[0], args[1]).detach().clone()
+            raise StopForward
+
+        return run_until(self.adapter.model, z, self.layer.register_forward_pre_hook(pre_hook, with_kwargs=True),
+                         store)
 
     def layer_forward(self, keys: Tensor, weight: Tensor) -> Tensor:
         return self.conv.conv_modulated(keys, weight)

@@ -131,6 +131,22 @@ class EditSite:
                 h.remove()
         return Captured(store["keys"], store["layer_out"], store["value"])
 
+    @torch.no_grad()
+    def capture_keys(self, z: Tensor) -> Tensor:
+        """Only the keys (N, in, Hk, Wk): the forward pass stops at the layer, so statistics cost a
+        forward up to the layer, not through the whole generator."""
+        store: dict[str, Tensor] = {}
+
+        def on_layer(_m: nn.Module, inp: tuple[Tensor, ...]) -> None:
+            k = inp[0]
+            if isinstance(self.layer, nn.Linear) and k.dim() != 2:
+                raise TypeError(f"Linear layer {self.layer_name!r} gets input of shape {tuple(k.shape)}; "
+                                "only (N, features) inputs are supported")
+            store["keys"] = as_map(k.detach().clone())
+            raise StopForward
+
+        return run_until(self.adapter.model, z, self.layer.register_forward_pre_hook(on_layer), store)
+
     # --- functional layer ---------------------------------------------------------------
     def _op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         m = self.layer
@@ -180,6 +196,24 @@ class EditSite:
     def coordinates(self, delta: Tensor, d: Tensor) -> Tensor:
         """Λ with ΔW = Λ Dᵀ for a ΔW already in the span (orthonormal D)."""
         return _along_in(delta, self.in_axis, lambda x: x @ d.to(x.dtype))
+
+
+class StopForward(Exception):
+    """Raised by a hook to end a forward pass once it has what it came for."""
+
+
+def run_until(model: nn.Module, z: Tensor, handle: torch.utils.hooks.RemovableHandle,
+              store: dict[str, Tensor]) -> Tensor:
+    """Run `model(z)` until the hook behind `handle` raises StopForward; return the keys it stored."""
+    try:
+        model(z)
+    except StopForward:
+        pass
+    finally:
+        handle.remove()
+    if "keys" not in store:
+        raise RuntimeError("the generator's forward pass never reached the edited layer")
+    return store["keys"]
 
 
 def _relative_value_at(layer: str, value_at: str) -> str:

@@ -75,7 +75,7 @@ def collect_key_moment(site: EditSite, num_samples: int, batch_size: int, seed: 
     bar = tqdm(total=num_samples, desc=f"key stats {site.layer_name}", unit="img", disable=not progress)
     for i in range(0, num_samples, batch_size):
         zb = z[i : i + batch_size]
-        keys = site.capture(zb).keys
+        keys = site.capture_keys(zb)
         bad += int((~torch.isfinite(keys)).flatten(1).any(1).sum())
         stat.update(key_rows(keys))
         bar.update(len(zb))
