@@ -31,7 +31,7 @@ from rewrite.stats import StatsCache, key_statistics
 from rewrite.strategies.base import Strategy
 
 log = logging.getLogger(__name__)
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # package data: found from any folder, installed or not
 
 
 def load_request(edit_cfg: DictConfig, heldout_offset: int = 0) -> EditRequest:

@@ -1,8 +1,12 @@
-"""Longer end-to-end runs (marked slow; CI runs them): the full five-strategy multirun, the face model."""
+"""Longer end-to-end runs (marked slow; CI runs them): the full five-strategy multirun, the face model, the
+installed wheel."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,3 +39,29 @@ def test_face_model_default_edit(tmp_path: Path) -> None:
         assert m["value_loss"] < m["value_loss_before"]
         assert (job / "grid.png").is_file() and (job / "delta.safetensors").is_file()
         assert len(list((job / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_the_wheel_runs_from_outside_the_checkout(tmp_path: Path) -> None:
+    """`pip install .` (not editable) carries the configs and the committed weights: built as a wheel,
+    installed into a folder of its own, it runs the toy generator from an unrelated folder."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "-q", "-w", str(tmp_path / "whl")],
+                   check=True, capture_output=True, timeout=600)
+    (wheel,) = (tmp_path / "whl").glob("rewrite-*.whl")
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=600)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target), "WANDB_MODE": "disabled"}
+    where = subprocess.run([sys.executable, "-c", "import rewrite.run as r; print(r.__file__); print(r.CONF_DIR)"],
+                           cwd=elsewhere, env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert all(p.startswith(str(target)) for p in where), where  # the installed copy, not the checkout
+    proc = subprocess.run([sys.executable, "-m", "rewrite", "generator=toy_stylegan2", "edit=toy_dome_to_spire",
+                           "logger=none", "progress=false", "stats.num_samples=16", "stats.batch_size=16",
+                           "eval.toy_untouched=2", f"stats.cache_dir={tmp_path / 'cache'}",
+                           f"hydra.run.dir={elsewhere / 'run'}"], cwd=elsewhere, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((elsewhere / "run" / "metrics.json").read_text())
+    assert metrics["score_source"] == "toy_ideal" and metrics["n_heldout"] == 32
