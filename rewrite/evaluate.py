@@ -19,16 +19,20 @@ from rewrite.edit_request import Region, resample
 from rewrite.erase import erase_value, generate_with_value
 from rewrite.perceptual import PerceptualDistance
 from rewrite.problem import EditProblem, paste, select
-from rewrite.rule_metrics import DEFAULT_TOL, change_footprint, dilate, goal_image_scores, rule_summary, share, stayed
-from rewrite.site import Captured, as_map
+from rewrite.rule_metrics import (
+    DEFAULT_TOL,
+    change_footprint,
+    dilate,
+    goal_image_scores,
+    rule_summary,
+    share,
+    stayed,
+    to01,
+)
+from rewrite.site import as_map
 from rewrite.strategies.base import EditResult
 
 log = logging.getLogger(__name__)
-
-
-def to01(images: Tensor) -> Tensor:
-    """Generator images in [-1, 1] -> [0, 1]."""
-    return (images.clamp(-1, 1) + 1) / 2
 
 
 def value_goal_reached(v0: Tensor, v1: Tensor, goal: Tensor, alpha: Tensor) -> float:
@@ -40,15 +44,16 @@ def value_goal_reached(v0: Tensor, v1: Tensor, goal: Tensor, alpha: Tensor) -> f
     return float(share((d1 <= 0.5 * d0)[None], where[None])[0])
 
 
-def erase_goals(problem: EditProblem, z: Tensor, captures: list[Captured],
+def erase_goals(problem: EditProblem, z: Tensor, values: Tensor,
                 masks: Tensor) -> list[tuple[int, Tensor, Tensor, Tensor]]:
     """Erase requests: each held-out region's goal is the same erase (the problem's units switched off
     inside that region) applied to that sample, as (index, goal image, goal value, value alpha)."""
     assert problem.erase_units is not None
     goals = []
-    for i, (cap, mask) in enumerate(zip(captures, masks, strict=True)):
-        alpha = resample(mask, *as_map(cap.value).shape[-2:])
-        value = erase_value(cap.value, problem.erase_units, alpha)
+    for i, mask in enumerate(masks):
+        v = values[i : i + 1]
+        alpha = resample(mask, *as_map(v).shape[-2:])
+        value = erase_value(v, problem.erase_units, alpha)
         goals.append((i, generate_with_value(problem.site, z[i : i + 1], value), value, alpha))
     return goals
 
@@ -62,16 +67,16 @@ class Evaluator:
         self.paste_mask = req.paste.mask(size)
         self.before_target = adapter.generate(problem.z_target)
         self.value_loss_before = float(problem.value_loss(site.capture(problem.z_target).value))
-        # Held-out samples: unedited images, captures (keys for selectivity), and their paste goals.
+        # Held-out samples: unedited images, keys (for selectivity) and values, and their paste goals.
         self.z_heldout = adapter.sample_z([r.seed for r in req.heldout]) if req.heldout else None
         self.heldout_masks = torch.stack([r.mask(size) for r in req.heldout]) if req.heldout else None
-        self.captures: list[Captured] = []
         self.goals: list[tuple[int, Tensor, Tensor, Tensor]] = []  # (index, goal image, goal value, value alpha)
         if self.z_heldout is not None:
             self.before_heldout = adapter.generate(self.z_heldout)
-            self.captures = [site.capture(z[None]) for z in self.z_heldout]
+            held = site.capture(self.z_heldout)  # one pass for all held-out samples
+            self.keys_heldout, self.values_heldout = held.keys, held.value
             if problem.erase_units is not None:
-                self.goals = erase_goals(problem, self.z_heldout, self.captures, self.heldout_masks)
+                self.goals = erase_goals(problem, self.z_heldout, self.values_heldout, self.heldout_masks)
             else:
                 src = site.capture(problem.z_source)
                 src_img = adapter.generate(problem.z_source)
@@ -81,7 +86,7 @@ class Evaluator:
                     if offset is None:
                         continue
                     img, _ = paste(src_img, self.before_heldout[i : i + 1], copy_mask, offset, size)
-                    val, alpha = paste(src.value, self.captures[i].value, copy_mask, offset, size)
+                    val, alpha = paste(src.value, self.values_heldout[i : i + 1], copy_mask, offset, size)
                     self.goals.append((i, img, val, alpha))
                 if len(self.goals) < len(req.heldout):
                     log.info("paste-goal scores use %d of %d held-out regions (the others differ in size from the "
@@ -112,15 +117,16 @@ class Evaluator:
                                             margin)
         keep = [keep0]
         gen, gen_value, change_px = [], [], []
-        for i, img, val, alpha in self.goals:
+        if self.goals:
             assert after_heldout is not None and self.z_heldout is not None
-            reached, kept = goal_image_scores(to01(self.before_heldout[i : i + 1]), to01(after_heldout[i : i + 1]),
-                                              to01(img), tol, margin)
+            values_after = p.site.capture(self.z_heldout).value  # one pass for all held-out samples
+        for i, img, val, alpha in self.goals:
+            b, g = to01(self.before_heldout[i : i + 1]), to01(img)
+            reached, kept = goal_image_scores(b, to01(after_heldout[i : i + 1]), g, tol, margin)
             gen.append(reached)
             keep.append(kept)
-            change_px.append(float(change_footprint(to01(self.before_heldout[i : i + 1]), to01(img), tol).sum()))
-            v1 = p.site.capture(self.z_heldout[i : i + 1]).value
-            gen_value.append(value_goal_reached(self.captures[i].value, v1, val, alpha))
+            change_px.append(float(change_footprint(b, g, tol).sum()))
+            gen_value.append(value_goal_reached(self.values_heldout[i : i + 1], values_after[i : i + 1], val, alpha))
         if after_heldout is not None:  # held-out regions with no paste goal still count for specificity
             scored = {i for i, *_ in self.goals}
             for i in range(len(after_heldout)):
@@ -152,17 +158,17 @@ class Evaluator:
         hk, wk = p.keys.shape[-2:]
         target = resp(p.keys)[select(self.paste_mask, hk, wk)].mean()
         out = {"key_response_target": float(target)}
-        if self.captures:
+        if self.z_heldout is not None:
             cells: dict[int, Tensor] = {}  # per held-out seed, every cell of its regions (a scene may have several)
             for r in p.request.heldout:
                 sel = select(r.mask(p.size), hk, wk)
                 cells[r.seed] = cells[r.seed] | sel if r.seed in cells else sel
             inside, outside, seen = [], [], set()
-            for cap, r in zip(self.captures, p.request.heldout, strict=True):
+            for i, r in enumerate(p.request.heldout):
                 if r.seed in seen:
                     continue
                 seen.add(r.seed)
-                rr = resp(cap.keys)
+                rr = resp(self.keys_heldout[i : i + 1])
                 inside.append(rr[cells[r.seed]])
                 outside.append(rr[~cells[r.seed]])
             i_mean, o_mean = torch.cat(inside).mean(), torch.cat(outside).mean()

@@ -16,16 +16,13 @@ import json
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from rewrite.evaluate import Evaluator
 from rewrite.perceptual import make_perceptual
-from rewrite.problem import build_problem
-from rewrite.run import load_request, toy_scorers
-from rewrite.site import make_site
-from rewrite.stats import StatsCache, key_statistics
+from rewrite.run import build_edit, toy_scorers
 from rewrite.strategies.base import EditResult, LowRankDelta
 
 KEPT = ("edit_time_s", "stats_time_s", "stats_cached", "strategy", "split")  # the edit's own figures
@@ -43,17 +40,15 @@ def run_folders(paths: list[Path]) -> list[Path]:
 
 
 def _result(folder: Path) -> EditResult:
+    """The saved edit: the full edited state dict, and the low-rank delta where the run wrote one."""
     weights = load_file(str(folder / "edited_weights.safetensors"))
     delta_path = folder / "delta.safetensors"
     if not delta_path.is_file():
         return EditResult(weights)
-    from safetensors import safe_open
-
     with safe_open(str(delta_path), framework="pt") as f:
         meta = f.metadata() or {}
     d = load_file(str(delta_path))
-    delta = LowRankDelta(meta["weight_name"], d["directions"], d["lam"], int(meta["in_axis"]))
-    return EditResult({meta["weight_name"]: weights[meta["weight_name"]]}, delta)
+    return EditResult(weights, LowRankDelta(meta["weight_name"], d["directions"], d["lam"], int(meta["in_axis"])))
 
 
 def rescore(folder: Path) -> dict[str, object]:
@@ -61,19 +56,14 @@ def rescore(folder: Path) -> dict[str, object]:
     cfg = OmegaConf.load(folder / "config.yaml")
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
-    adapter = instantiate(cfg.generator.model)
-    site = make_site(adapter, cfg.generator.layer, cfg.generator.get("value_at"))
-    request = load_request(cfg.edit, cfg.split.heldout_offset)
-    st = cfg.stats
-    stats = key_statistics(site, StatsCache(st.cache_dir) if st.cache_dir else None, st.num_samples, st.batch_size,
-                           st.seed, st.dtype, progress=False)
-    problem = build_problem(site, request, stats.moment)
+    cfg.progress = False
+    adapter, request, _, problem = build_edit(cfg)
     perceptual = make_perceptual(cfg.eval.perceptual) if cfg.eval.perceptual else None
     evaluator = Evaluator(problem, perceptual, cfg.eval.tol, cfg.eval.margin)
     scorers = toy_scorers(cfg, adapter, request)
     result = _result(folder)
     saved = adapter.state_copy()
-    adapter.load_weights(load_file(str(folder / "edited_weights.safetensors")))
+    adapter.load_weights(result.weights)
     try:
         metrics: dict[str, object] = dict(evaluator.metrics(result))
         for scorer in scorers:

@@ -29,6 +29,11 @@ DEFAULT_TOL = 0.1  # per-channel colour tolerance in [0, 1] units
 BOOTSTRAP_SAMPLES = 2000
 
 
+def to01(images: Tensor) -> Tensor:
+    """Generator images in [-1, 1] -> [0, 1], the range every score here reads."""
+    return (images.clamp(-1, 1) + 1) / 2
+
+
 def within(a: Tensor, b: Tensor, tol: float) -> Tensor:
     """(N, H, W) bool: every channel of `a` within `tol` of `b`."""
     return (a - b).abs().amax(1) <= tol

@@ -25,9 +25,9 @@ from rewrite.generators.base import GeneratorAdapter
 from rewrite.lightning_module import RewriteModule
 from rewrite.outputs import save_edit
 from rewrite.perceptual import make_perceptual
-from rewrite.problem import build_problem
+from rewrite.problem import EditProblem, build_problem
 from rewrite.site import make_site
-from rewrite.stats import StatsCache, key_statistics
+from rewrite.stats import KeyStats, StatsCache, key_statistics
 from rewrite.strategies.base import Strategy
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,19 @@ def toy_ideal(cfg: DictConfig) -> Callable[[Tensor], Tensor] | None:
     return functools.partial(ideal_images, rule=rule)
 
 
+def build_edit(cfg: DictConfig) -> tuple[GeneratorAdapter, EditRequest, KeyStats, EditProblem]:
+    """The model, the request, the key statistics and the edit problem a config describes (the run and
+    `rewrite.rescore` build them the same way)."""
+    adapter: GeneratorAdapter = instantiate(cfg.generator.model)
+    site = make_site(adapter, cfg.generator.layer, cfg.generator.get("value_at"))
+    request = load_request(cfg.edit, cfg.split.heldout_offset)
+    request.validate(adapter.resolution)
+    st = cfg.stats
+    stats = key_statistics(site, StatsCache(st.cache_dir) if st.cache_dir else None, st.num_samples,
+                           st.batch_size, st.seed, st.dtype, progress=cfg.progress)
+    return adapter, request, stats, build_problem(site, request, stats.moment)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """One edit, end to end; returns the metrics it wrote to metrics.json."""
     out = output_dir(cfg)
@@ -100,16 +113,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
 
-    adapter: GeneratorAdapter = instantiate(cfg.generator.model)
-    site = make_site(adapter, cfg.generator.layer, cfg.generator.get("value_at"))
-    request = load_request(cfg.edit, cfg.split.heldout_offset)
-    request.validate(adapter.resolution)
     strategy: Strategy = instantiate(cfg.strategy)  # config errors surface before any heavy work
-
-    st = cfg.stats
-    stats = key_statistics(site, StatsCache(st.cache_dir) if st.cache_dir else None, st.num_samples,
-                           st.batch_size, st.seed, st.dtype, progress=cfg.progress)
-    problem = build_problem(site, request, stats.moment)
+    adapter, request, stats, problem = build_edit(cfg)
     base_sha = stats.spec.weights_sha256
 
     perceptual = make_perceptual(cfg.eval.perceptual) if cfg.eval.perceptual else None

@@ -38,6 +38,7 @@ from rewrite.rule_metrics import (
     rule_summary,
     share,
     stayed,
+    to01,
     within,
 )
 from rewrite.toyworld.labels import CLASS_ID
@@ -56,7 +57,7 @@ SEG_FIGURE = {
 
 
 def _images01(adapter: GeneratorAdapter, z: Tensor) -> Tensor:
-    return (adapter.generate(z).clamp(-1, 1) + 1) / 2
+    return to01(adapter.generate(z))
 
 
 class _Scenes:
