@@ -24,16 +24,9 @@ from hydra.utils import instantiate
 from rewrite.evaluate import Evaluator
 from rewrite.grid import before_after_grid
 from rewrite.perceptual import make_perceptual
-from rewrite.problem import EditProblem, build_problem
-from rewrite.run import CONF_DIR, load_request
-from rewrite.site import make_site
-from rewrite.stats import StatsCache, key_statistics
+from rewrite.problem import EditProblem
+from rewrite.run import CONF_DIR, build_edit
 from rewrite.strategies.base import EditResult, Strategy
-from rewrite.strategies.closed_form import ClosedForm
-from rewrite.strategies.full_finetune import FullFinetune
-from rewrite.strategies.layer_finetune import LayerFinetune
-from rewrite.strategies.projected_adam import ProjectedAdam
-from rewrite.strategies.rank_one import RankOne
 
 
 def timed(strategy: Strategy, problem: EditProblem, repeats: int) -> tuple[EditResult, float]:
@@ -59,17 +52,20 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    def configured(name: str, **overrides: object) -> Strategy:
+        """The strategy as the CLI builds it (its YAML, the generator's tuned defaults), with overrides."""
+        with initialize_config_dir(CONF_DIR, version_base="1.3"):
+            c = compose("config", overrides=[f"edit={args.edit}", f"strategy={name}",
+                                             *(f"strategy.{k}={v}" for k, v in overrides.items())])
+        return instantiate(c.strategy)
+
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"edit={args.edit}"])
-    adapter = instantiate(cfg.generator.model)
-    site = make_site(adapter, cfg.generator.layer, cfg.generator.get("value_at"))
-    request = load_request(cfg.edit)
-    st = cfg.stats
-    stats = key_statistics(site, StatsCache(st.cache_dir), st.num_samples, st.batch_size, st.seed, st.dtype)
-    problem = build_problem(site, request, stats.moment)
+    adapter, request, _, problem = build_edit(cfg)
+    site, st = problem.site, cfg.stats
     perceptual = make_perceptual("auto")
     evaluator = Evaluator(problem, perceptual)
-    ClosedForm().run(problem)  # warm up lazy linear-algebra initialisation outside the timings
+    configured("closed_form").run(problem)  # warm up lazy linear-algebra initialisation outside the timings
 
     sweep = {
         "projected_adam": [0.05] if args.quick else [0.05, 5e-3, 5e-4],
@@ -77,16 +73,14 @@ def main() -> None:
         "full_finetune": [2e-4] if args.quick else [1e-3, 2e-4],
     }
     runs: list[tuple[str, str, Strategy, int]] = [
-        ("closed_form", "-", ClosedForm(), 5),
-        ("rank_one", "-", RankOne(), 3),
-        ("low_rank(r=4)", "-", RankOne(rank=4), 3),
+        ("closed_form", "-", configured("closed_form"), 5),
+        ("rank_one", "-", configured("rank_one"), 3),
+        ("low_rank(r=4)", "-", configured("low_rank"), 3),
     ]
     # The optimiser for Λ was chosen by this measurement: L-BFGS (default) against Adam.
-    runs += [("rank_one(adam)", f"{lr:g}", RankOne(optimizer="adam", steps=300, lr=lr), 1)
+    runs += [("rank_one(adam)", f"{lr:g}", configured("rank_one", optimizer="adam", steps=300, lr=lr), 1)
              for lr in ([1e-3] if args.quick else [1e-2, 1e-3])]
-    runs += [("projected_adam", f"{lr:g}", ProjectedAdam(lr=lr), 1) for lr in sweep["projected_adam"]]
-    runs += [("layer_finetune", f"{lr:g}", LayerFinetune(lr=lr), 1) for lr in sweep["layer_finetune"]]
-    runs += [("full_finetune", f"{lr:g}", FullFinetune(lr=lr), 1) for lr in sweep["full_finetune"]]
+    runs += [(name, f"{lr:g}", configured(name, lr=lr), 1) for name, lrs in sweep.items() for lr in lrs]
 
     rows, results = [], {}
     pname = perceptual.name

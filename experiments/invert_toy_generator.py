@@ -4,7 +4,7 @@
 
 The weights stay fixed; only one w per synthesis layer (W+) is fitted by Adam to the L1 distance to
 the true render of held-out z. What the fitted images still lack is beyond the synthesis layers (no
-feature draws it); what they gain over the mapping's own w is the mapping network's fault. Prints the
+feature draws it); what they gain over the generator's own w is the scene code map's fault. Prints the
 mean L1 per class (images in [0, 1]) before and after, and saves truth / generated / fitted rows.
 """
 
@@ -14,29 +14,10 @@ import argparse
 
 import torch
 import torchvision
-from torch import Tensor
 
-from rewrite.generators.stylegan2 import StyleGAN2Generator
 from rewrite.generators.toy_stylegan2 import load_toy_stylegan2
-from rewrite.toyworld import CLASSES, Z_DIM, params_from_z, render
-
-
-def fit_w_plus(g: StyleGAN2Generator, w: Tensor, target: Tensor, steps: int, lr: float) -> Tensor:
-    """The W+ latent (N, n_latent, style_dim), started at `w` everywhere, that minimises L1 to `target` in [-1, 1]."""
-    w_plus = w[:, None].repeat(1, g.n_latent, 1).requires_grad_(True)
-    opt = torch.optim.Adam([w_plus], lr=lr)
-    for _ in range(steps):
-        loss = (g(w_plus, input_is_latent=True) - target).abs().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return w_plus.detach()
-
-
-def class_l1(images: Tensor, truth: Tensor, labels: Tensor) -> dict[str, float]:
-    """Mean absolute error over the pixels of each class present (images in [0, 1])."""
-    err = (images - truth).abs().mean(1)
-    return {c: float(err[labels == i].mean()) for i, c in enumerate(CLASSES) if (labels == i).any()}
+from rewrite.toyworld import Z_DIM, params_from_z, render
+from rewrite.toyworld.invert import class_l1, fit_w_plus
 
 
 def main() -> None:
@@ -60,7 +41,7 @@ def main() -> None:
     with torch.no_grad():
         fitted = (g(fitted_w, input_is_latent=True).clamp(-1, 1) + 1) / 2
     before, after = class_l1(generated, truth, labels), class_l1(fitted, truth, labels)
-    print(f"{'class':12s} {'L1 mapping w':>13s} {'L1 fitted W+':>13s}")
+    print(f"{'class':12s} {'L1 its own w':>13s} {'L1 fitted W+':>13s}")
     for c in before:
         print(f"{c:12s} {before[c]:13.3f} {after[c]:13.3f}")
     print(f"{'all':12s} {float((generated - truth).abs().mean()):13.3f} {float((fitted - truth).abs().mean()):13.3f}")

@@ -1,15 +1,12 @@
 #!/bin/bash
 # Train several toy-generator variants side by side on one GPU (a small model leaves most of a big GPU
-# idle, so N processes get nearly N times the work done). The committed checkpoint was made this way
-# on a lent H200 (one-off commands equivalent to these; see its card's `provenance`):
+# idle, so N processes get nearly N times the work done), e.g. the side-by-side probes of a recipe:
 #
 #   MAXT=00:00:08:00 bash experiments/train_toy_generator_variants.sh runs \
-#       "A loss.class_balance=0.5 init_from=OLD.pt" "B loss.class_balance=1.0" "C loss.class_balance=1.0 init_from=OLD.pt"
-#   MAXT=00:00:03:45 bash experiments/train_toy_generator_variants.sh runs2 \
-#       "D loss.class_balance=0.5 init_from=runs/B.pt" "E loss.class_balance=0.75 init_from=runs/B.pt" ...
+#       "lin architecture.mapping_hidden=0" "mlp architecture.mapping_hidden=256"
 #
 # Each argument is "NAME extra overrides"; every variant writes OUTDIR/NAME.pt + .json, NAME.log and
-# NAME-logs/ (CSV: train loss, validation MAE / mIoU / tops every 500 steps). Environment: MAXT (Lightning
+# NAME-logs/ (CSV: train loss, validation MAE / mIoU / tops / rule source recall every 500 steps). Environment: MAXT (Lightning
 # max_time, default 8 min), BS (batch, 128), ACC (accelerator, gpu), KILL (hard limit in s, MAXT + 75 s).
 set -u
 [ $# -ge 2 ] || { echo "usage: $0 OUTDIR 'NAME overrides...' [...]" >&2; exit 2; }
@@ -24,7 +21,7 @@ common=(trainer.accelerator="$ACC" trainer.max_time="$MAXT" batch_size="$BS" tor
 for spec in "$@"; do
   read -r name overrides <<< "$spec"
   # shellcheck disable=SC2086  # the overrides are meant to split into words
-  timeout "$KILL" python3 experiments/train_toy_generator.py "${common[@]}" out="$out/$name.pt" \
+  timeout "$KILL" python3 -m rewrite.toyworld.training "${common[@]}" out="$out/$name.pt" \
     log_dir="$out/$name-logs" hydra.run.dir="$out/$name-hydra" $overrides > "$out/$name.log" 2>&1 &
 done
 wait

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from rewrite.files import atomic_write
 from rewrite.run import CONF_DIR
 from rewrite.sweep_table import load_sweep
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         overrides, best = choose(folder)
         chosen[name] = {"overrides": overrides, "validation_edit_score": best["edit_score"]}
         print(f"[chosen] {name}: {overrides} (validation edit_score {best['edit_score']:.3f})", flush=True)
-    (out / "chosen.json").write_text(json.dumps(chosen, indent=2))
+    atomic_write(out / "chosen.json", lambda tmp: tmp.write_text(json.dumps(chosen, indent=2)))
     for i, name in enumerate(names):
         folder = out / "test" / f"{i}_{name}"
         ov = [f"{k}={v}" for k, v in chosen[name]["overrides"].items()]  # type: ignore[union-attr]
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(folder, ignore_errors=True)
             run([*base, f"+experiment=search_{fam}_{name}", *ov, "split=test", f"hydra.run.dir={folder}"], log)
     text = summary(out, names, chosen)
-    (out / "table.md").write_text(text + "\n")
+    atomic_write(out / "table.md", lambda tmp: tmp.write_text(text + "\n"))
     print(text)
     subprocess.run([sys.executable, "-m", "rewrite.sweep_table", str(out / "test"), "--csv", str(out / "test.csv"),
                     "--pareto", str(out / "pareto.png")], check=True, capture_output=True)

@@ -13,6 +13,7 @@ from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
 from rewrite.evaluate import Evaluator
+from rewrite.files import atomic_write
 from rewrite.grid import before_after_grid
 from rewrite.lightning_module import RewriteModule
 from rewrite.perceptual import PerceptualDistance
@@ -20,7 +21,11 @@ from rewrite.rule_metrics import DEFAULT_TOL
 
 
 class Scorer(Protocol):
-    """Extra metrics that snapshot the unedited model when built and score the edit afterwards."""
+    """Extra metrics that snapshot the unedited model when built and score the edit afterwards.
+
+    Configured under `eval.scorers`. A scorer that also has `ideal(z) -> images in [-1, 1]` (the
+    exactly known edited images, e.g. the toy world's) gives the grid its last column.
+    """
 
     def metrics(self) -> dict[str, float]: ...
 
@@ -53,7 +58,7 @@ class EditMetrics(pl.Callback):
         m.update(self.extra)
         self.metrics = m
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "metrics.json").write_text(json.dumps(m, indent=2, sort_keys=True))
+        atomic_write(self.out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(m, indent=2, sort_keys=True)))
         numeric = {f"metrics/{k}": float(v) for k, v in m.items() if isinstance(v, (int, float)) and v == v}
         for logger in trainer.loggers:
             logger.log_metrics(numeric, step=trainer.global_step)

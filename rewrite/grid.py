@@ -10,6 +10,7 @@ from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
 from rewrite.edit_request import Region
+from rewrite.files import atomic_write
 
 
 def _to_uint8(x: Tensor) -> Tensor:
@@ -55,5 +56,5 @@ def before_after_grid(rows: list[tuple[Tensor | None, Region | None, Tensor, Ten
     columns = 3 + int(with_ref) + int(ideal is not None)
     grid = make_grid(torch.stack(tiles), nrow=columns, padding=2, pad_value=255)
     if path is not None:
-        save_image(grid.float() / 255, str(path))
+        atomic_write(path, lambda tmp: save_image(grid.float() / 255, str(tmp)))
     return grid

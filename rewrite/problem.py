@@ -38,11 +38,26 @@ def paste(src: Tensor, dst: Tensor, copy_mask: Tensor, offset_px: tuple[int, int
     return out.reshape(dst.shape), a
 
 
-def select(mask_img: Tensor, h: int, w: int) -> Tensor:
-    """Cells of an (h, w) grid that a region covers at least half; the best-covered cells if none do."""
+MIN_CELL_COVER = 0.25
+"""A region must cover at least this share of some feature cell of the edited layer (else it edits nothing it marks)."""
+
+
+def select(mask_img: Tensor, h: int, w: int, what: str = "region") -> Tensor:
+    """Cells of an (h, w) grid that a region covers at least half; the best-covered cells if none do.
+
+    Raises ValueError when the region covers less than `MIN_CELL_COVER` of every cell: at this layer
+    it selects no feature cell, so the keys it would contribute belong to what lies around it.
+    """
     cover = resample(mask_img, h, w)
     chosen = cover >= 0.5
-    return chosen if chosen.any() else cover >= cover.max()
+    if chosen.any():
+        return chosen
+    if float(cover.max()) < MIN_CELL_COVER:
+        size = mask_img.shape[-1]
+        raise ValueError(f"{what} selects no feature cell of the layer's {h}x{w} key grid: it covers at most "
+                         f"{float(cover.max()):.0%} of any {size // w}x{size // h} px cell (needs "
+                         f"{MIN_CELL_COVER:.0%}); enlarge it or edit a finer layer")
+    return cover >= cover.max()
 
 
 def masked_l1(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
@@ -158,13 +173,15 @@ def build_problem(site: EditSite, request: EditRequest, covariance: Tensor) -> E
         goal = paste_goal(site, request, tgt, z_src, z_tgt)
 
     hk, wk = tgt.keys.shape[-2:]
-    paste_sel = select(request.paste.mask(size), hk, wk)
+    paste_sel = select(request.paste.mask(size), hk, wk, "the paste region")
     paste_keys = key_rows(tgt.keys)[paste_sel.flatten()]
     ctx = []
-    for r in request.context_regions:
+    for i, r in enumerate(request.context_regions):
         k = tgt.keys if r == request.paste else site.capture(adapter.sample_z([r.seed])).keys
-        ctx.append(key_rows(k)[select(r.mask(size), hk, wk).flatten()])
+        ctx.append(key_rows(k)[select(r.mask(size), hk, wk, f"context region {i} (seed {r.seed})").flatten()])
     context_keys = torch.cat(ctx) if ctx else paste_keys
+    for i, r in enumerate(request.heldout):  # checked now, not when the finished edit is scored
+        select(r.mask(size), hk, wk, f"held-out region {i} (seed {r.seed})")
     if covariance.shape != (site.key_dim, site.key_dim):
         raise ValueError(f"covariance is {tuple(covariance.shape)}, the layer has {site.key_dim} key channels")
     return EditProblem(site, request, size, z_tgt, z_src, tgt, *goal, paste_keys, context_keys, covariance, units)

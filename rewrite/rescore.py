@@ -3,52 +3,50 @@
     python -m rewrite.rescore multirun/2026-11-29/01-00-00          # every job of a sweep
     python -m rewrite.rescore outputs/2026-11-29/01-00-00_rank_one   # one run
 
-A run folder keeps its resolved `config.yaml` and `edited_weights.safetensors` (plus `delta.safetensors`
-for low-rank edits), so when the metrics improve, old edits are measured the new way instead of being
-recomputed: the unedited model is rebuilt from the config, the edited weights are loaded, and
-`metrics.json` is rewritten with the new scores (the edit's own figures — time, strategy, split — kept).
+A run folder keeps its resolved `config.yaml` and its edit file (`edit.safetensors`), so when the
+metrics improve, old edits are measured the new way instead of being recomputed: the unedited model
+is rebuilt from the config, the edit is applied to it (refused if the base weights differ from the
+ones the edit was made on), and `metrics.json` is rewritten with the new scores (the edit's own
+figures — time, strategy, split — kept).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from safetensors import safe_open
-from safetensors.torch import load_file
 
+from rewrite.artifact import EditArtifact
 from rewrite.evaluate import Evaluator
+from rewrite.files import atomic_write
+from rewrite.outputs import EDIT_FILE
 from rewrite.perceptual import make_perceptual
-from rewrite.run import build_edit, toy_scorers
-from rewrite.strategies.base import EditResult, LowRankDelta
+from rewrite.run import build_edit, build_scorers
+from rewrite.strategies.base import EditResult
 
 KEPT = ("edit_time_s", "stats_time_s", "stats_cached", "strategy", "split")  # the edit's own figures
 
 
 def run_folders(paths: list[Path]) -> list[Path]:
-    """Every folder under `paths` (themselves included) that holds a finished run."""
+    """Every folder under `paths` (themselves included) that holds a finished run with an edit file.
+
+    Runs saved before edit files existed (`edited_weights.safetensors` only) are listed on stderr and
+    skipped: their configs predate the configured scorers, so they would not be scored the new way.
+    """
     found: list[Path] = []
     for p in paths:
         if not p.exists():
             raise FileNotFoundError(f"{p} does not exist")
-        found += sorted(m.parent for m in p.rglob("metrics.json")
-                        if (m.parent / "edited_weights.safetensors").is_file())
+        runs = sorted(m.parent for m in p.rglob("metrics.json"))
+        found += [r for r in runs if (r / EDIT_FILE).is_file()]
+        for r in runs:
+            if not (r / EDIT_FILE).is_file():
+                print(f"skipped {r}: no {EDIT_FILE} (a run from before edit files)", file=sys.stderr)
     return found
-
-
-def _result(folder: Path) -> EditResult:
-    """The saved edit: the full edited state dict, and the low-rank delta where the run wrote one."""
-    weights = load_file(str(folder / "edited_weights.safetensors"))
-    delta_path = folder / "delta.safetensors"
-    if not delta_path.is_file():
-        return EditResult(weights)
-    with safe_open(str(delta_path), framework="pt") as f:
-        meta = f.metadata() or {}
-    d = load_file(str(delta_path))
-    return EditResult(weights, LowRankDelta(meta["weight_name"], d["directions"], d["lam"], int(meta["in_axis"])))
 
 
 def rescore(folder: Path) -> dict[str, object]:
@@ -60,8 +58,9 @@ def rescore(folder: Path) -> dict[str, object]:
     adapter, request, _, problem = build_edit(cfg)
     perceptual = make_perceptual(cfg.eval.perceptual) if cfg.eval.perceptual else None
     evaluator = Evaluator(problem, perceptual, cfg.eval.tol, cfg.eval.margin)
-    scorers = toy_scorers(cfg, adapter, request)
-    result = _result(folder)
+    scorers = build_scorers(cfg, adapter, request)
+    art = EditArtifact.load(folder / EDIT_FILE)
+    result = EditResult(art.new_values(adapter.model.state_dict()), art.delta() if art.kind == "low_rank" else None)
     saved = adapter.state_copy()
     adapter.load_weights(result.weights)
     try:
@@ -72,7 +71,7 @@ def rescore(folder: Path) -> dict[str, object]:
         adapter.load_weights(saved)
     old = json.loads((folder / "metrics.json").read_text())
     metrics.update({k: old[k] for k in KEPT if k in old})
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    atomic_write(folder / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True)))
     return metrics
 
 
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     folders = run_folders(args.paths)
     if not folders:
-        raise SystemExit("no finished runs (metrics.json + edited_weights.safetensors) under the given paths")
+        raise SystemExit(f"no finished runs (metrics.json + {EDIT_FILE}) under the given paths")
     for i, folder in enumerate(folders, 1):
         m = rescore(folder)
         print(f"[{i}/{len(folders)}] {folder}: edit_score {m.get('edit_score')}", flush=True)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +15,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
-from torch import Tensor
 
-from rewrite.callbacks import BeforeAfterGrid, EditMetrics
+from rewrite.callbacks import BeforeAfterGrid, EditMetrics, Scorer
 from rewrite.edit_request import EditRequest
+from rewrite.files import atomic_write, writable_dir
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.lightning_module import RewriteModule
 from rewrite.outputs import save_edit
@@ -65,31 +63,29 @@ def output_dir(cfg: DictConfig) -> Path:
     return Path(cfg.get("output_dir") or "outputs/run")
 
 
-def toy_scorers(cfg: DictConfig, adapter: GeneratorAdapter, request: EditRequest) -> list[Any]:
-    """Ground-truth scoring when the edit is a toy-world rule (`eval.toy_rule`), built before the edit."""
-    rule = cfg.eval.get("toy_rule")
-    if not rule:
-        return []
-    from rewrite.toyworld.score import ToyRuleScore, untouched_seeds
-    from rewrite.toyworld.segmenter import load_toy_segmenter, segmenter_path
+def build_scorers(cfg: DictConfig, adapter: GeneratorAdapter, request: EditRequest) -> list[Scorer]:
+    """The configured extra scorers (`eval.scorers`: name -> `_target_` config; null entries are off).
 
-    if not segmenter_path().is_file():
-        raise FileNotFoundError(f"toy-world scoring needs the segmenter weights at {segmenter_path()}")
-    seeds = list(dict.fromkeys(r.seed for r in request.heldout))  # one score per scene
-    start = cfg.eval.toy_untouched_start + cfg.split.heldout_offset
-    return [ToyRuleScore(adapter, rule, seeds, untouched_seeds(rule, start, cfg.eval.toy_untouched),
-                         load_toy_segmenter(), target_seed=request.paste.seed, tol=cfg.eval.tol,
-                         margin=cfg.eval.margin)]
+    Built before the edit, so each can snapshot the unedited model; every factory gets the adapter,
+    the request, the pixel tolerance and margin, and the split's held-out offset.
+    """
+    scorers = []
+    for name, sc in (cfg.eval.get("scorers") or {}).items():
+        if sc is None:
+            continue
+        scorer = instantiate(sc, adapter=adapter, request=request, tol=cfg.eval.tol, margin=cfg.eval.margin,
+                             heldout_offset=cfg.split.heldout_offset)
+        if not callable(getattr(scorer, "metrics", None)):
+            raise TypeError(f"eval.scorers.{name}: {sc._target_} returned {type(scorer).__name__}, "
+                            "which has no metrics() method")
+        scorers.append(scorer)
+    return scorers
 
 
-def toy_ideal(cfg: DictConfig) -> Callable[[Tensor], Tensor] | None:
-    """For toy-world rules, latents -> the ideal edited images (the grid's last column)."""
-    rule = cfg.eval.get("toy_rule")
-    if not rule:
-        return None
-    from rewrite.toyworld.score import ideal_images
-
-    return functools.partial(ideal_images, rule=rule)
+def _resolved(node: DictConfig) -> dict[str, Any]:
+    data = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(data, dict)
+    return data
 
 
 def build_edit(cfg: DictConfig) -> tuple[GeneratorAdapter, EditRequest, KeyStats, EditProblem]:
@@ -107,8 +103,7 @@ def build_edit(cfg: DictConfig) -> tuple[GeneratorAdapter, EditRequest, KeyStats
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """One edit, end to end; returns the metrics it wrote to metrics.json."""
-    out = output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(output_dir(cfg))  # fail now, not after the edit
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
@@ -122,10 +117,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     label = HydraConfig.get().runtime.choices.get("strategy") if HydraConfig.initialized() else strategy.name
     extra = {"stats_time_s": stats.seconds, "stats_cached": int(stats.cached), "strategy": label or strategy.name,
              "split": cfg.split.name}
-    metrics_cb = EditMetrics(out, perceptual, extra, toy_scorers(cfg, adapter, request), cfg.eval.tol,
-                             cfg.eval.margin)
+    scorers = build_scorers(cfg, adapter, request)
+    metrics_cb = EditMetrics(out, perceptual, extra, scorers, cfg.eval.tol, cfg.eval.margin)
     logger = instantiate(cfg.logger) if cfg.get("logger") and cfg.logger.get("_target_") else False
-    grid_cb = BeforeAfterGrid(out, toy_ideal(cfg))
+    grid_cb = BeforeAfterGrid(out, next((sc.ideal for sc in scorers if callable(getattr(sc, "ideal", None))), None))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=[metrics_cb, grid_cb],
                                       max_steps=strategy.num_steps, enable_progress_bar=cfg.progress)
     if logger:
@@ -134,8 +129,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(module)
         assert module.result is not None
-        save_edit(out, adapter, module.result, base_sha, strategy.name)
-        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+        save_edit(out, adapter, module.result, base_sha, {"name": extra["strategy"], **_resolved(cfg.strategy)},
+                  _resolved(cfg.edit), full_weights=cfg.save_full_weights)
+        atomic_write(out / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp, resolve=True))
     finally:
         if isinstance(logger, WandbLogger):
             import wandb

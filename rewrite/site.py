@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rewrite.generators.base import GeneratorAdapter
+if TYPE_CHECKING:  # a runtime import would run rewrite.generators, which registers sites here: a circle
+    from rewrite.generators.base import GeneratorAdapter
+
 
 SUPPORTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
@@ -89,6 +92,11 @@ class EditSite:
     def in_axis(self) -> int:
         """Axis of the weight that indexes input channels (the key dimension)."""
         return 0 if isinstance(self.layer, nn.ConvTranspose2d) else 1
+
+    @property
+    def out_axis(self) -> int:
+        """Axis of the weight that indexes output channels (the value dimension)."""
+        return 1 if isinstance(self.layer, nn.ConvTranspose2d) else 0
 
     def to_weight_layout(self, t: Tensor) -> Tensor:
         """A tensor laid out (out, r, *taps) -> the weight's own layout (with r in place of `in`)."""
@@ -225,14 +233,25 @@ def _relative_value_at(layer: str, value_at: str) -> str:
     return f"{parent}.{int(idx) + int(value_at[1:])}" if parent else str(int(idx) + int(value_at[1:]))
 
 
+SITE_TYPES: dict[type[nn.Module], Callable[[GeneratorAdapter, str, str | None], EditSite]] = {}
+"""Layer type -> the edit site for layers of that type; generator families fill it (`register_site`)."""
+
+
+def register_site(layer_type: type[nn.Module], site: Callable[[GeneratorAdapter, str, str | None], EditSite]) -> None:
+    """Make `make_site` build `site(adapter, layer, value_at)` for layers of `layer_type` (or a subclass).
+
+    Why: a family whose edited layer is not a plain Linear / Conv (StyleGAN2's modulated conv,
+    registered by `rewrite.generators.stylegan2_site`) brings its own keys and values without this
+    module knowing about it.
+    """
+    SITE_TYPES[layer_type] = site
+
+
 def make_site(adapter: GeneratorAdapter, layer: str, value_at: str | None = None) -> EditSite:
-    """The right kind of site for the layer: StyleGAN2's modulated convs have their own."""
-    from rewrite.generators.stylegan2 import StyledConv
-
-    if isinstance(adapter.module(layer), StyledConv):
-        from rewrite.modulated_site import ModulatedConvSite
-
-        return ModulatedConvSite(adapter, layer, value_at)
+    """The site registered for the layer's type (most specific first), else the plain `EditSite`."""
+    for cls in type(adapter.module(layer)).__mro__:
+        if cls in SITE_TYPES:
+            return SITE_TYPES[cls](adapter, layer, value_at)
     return EditSite(adapter, layer, value_at)
 
 

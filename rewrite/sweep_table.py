@@ -52,7 +52,7 @@ def load_sweep(sweep_dir: str | Path) -> Sweep:
     root = Path(sweep_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"sweep folder {root} does not exist")
-    jobs = sorted((p.parent.parent for p in root.glob("*/.hydra/overrides.yaml")), key=_job_order)
+    jobs = sorted((p.parent.parent for p in root.rglob(".hydra/overrides.yaml")), key=_job_order)  # nested too
     if not jobs:
         raise ValueError(f"{root} holds no Hydra job folders (*/.hydra/overrides.yaml); is it a multirun folder?")
     rows, unfinished = [], []

@@ -6,24 +6,14 @@ import os
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from rewrite.edit_request import EditRequest
-from rewrite.generators.tiny import load_tiny
-from rewrite.problem import EditProblem, build_problem
-from rewrite.site import EditSite
-from rewrite.stats import collect_key_moment
+from rewrite.problem import EditProblem
+from rewrite.run import CONF_DIR, build_edit
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-
-TINY_REQUEST = {
-    "name": "tiny_box",
-    "copy": {"seed": 1, "box": [4, 4, 10, 8]},
-    "paste": {"seed": 2, "box": [6, 8, 12, 12]},
-    "context": [{"seed": 3, "box": [4, 4, 12, 12]}, {"seed": 4, "box": [4, 4, 12, 12]}],
-    "heldout": [{"seed": 10, "box": [4, 4, 10, 8]}, {"seed": 11, "box": [6, 8, 12, 12]}],
-}
-
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,10 +31,15 @@ def one_thread() -> None:
 
 
 def tiny_problem(layer: str = "main.4", value_at: str | None = "main.6", request: dict | None = None) -> EditProblem:
-    adapter = load_tiny()
-    site = EditSite(adapter, layer, value_at)
-    c = collect_key_moment(site, 64, 32, seed=0, progress=False).moment
-    return build_problem(site, EditRequest.from_dict(request or TINY_REQUEST), c)
+    """The tiny generator's edit problem (`conf/edit/tiny_box.yaml` unless `request` is given), built by the
+    same pipeline as a run (`rewrite.run.build_edit`), statistics from 64 samples, uncached."""
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[
+            "generator=tiny", "edit=tiny_box", f"generator.layer={layer}", f"generator.value_at={value_at or 'null'}",
+            "stats.num_samples=64", "stats.batch_size=32", "stats.cache_dir=null", "progress=false"])
+    if request is not None:
+        cfg.edit = OmegaConf.create(request)
+    return build_edit(cfg)[3]
 
 
 @pytest.fixture

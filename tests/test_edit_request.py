@@ -78,9 +78,13 @@ def test_resampling_to_layer_resolution() -> None:
     cover = resample(m, 4, 4)
     assert cover[1, 1] == 1 and cover[1, 2] == 0.5 and cover[0, 0] == 0
     assert select(m, 4, 4).sum() == 2  # cells covered at least half
+    small = torch.zeros(16, 16)
+    small[0:2, 1:4] = 1  # 6 of a 16-px cell: under half, over a quarter
+    assert select(small, 4, 4).sum() == 1  # the best-covered cell
     tiny = torch.zeros(16, 16)
-    tiny[0, 0] = 1
-    assert select(tiny, 4, 4).sum() == 1  # smaller than a cell: the best-covered cell
+    tiny[0, 0] = 1  # 1 of 16 px: no cell
+    with pytest.raises(ValueError, match="covers at most 6% of any 4x4 px cell"):
+        select(tiny, 4, 4)
 
 
 def test_paste_blends_at_the_offset() -> None:

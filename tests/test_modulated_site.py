@@ -8,7 +8,7 @@ import torch
 from rewrite.edit_request import EditRequest
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.generators.stylegan2 import StyleGAN2Generator
-from rewrite.modulated_site import ModulatedConvSite
+from rewrite.generators.stylegan2_site import ModulatedConvSite
 from rewrite.problem import build_problem
 from rewrite.site import make_site
 from rewrite.stats import collect_key_moment

@@ -15,6 +15,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from rewrite.artifact import EditArtifact
+from rewrite.generators.tiny import load_tiny
 from rewrite.run import CONF_DIR, load_request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,15 +58,19 @@ def test_cli_run_writes_everything(tmp_path: Path) -> None:
     assert metrics["value_loss"] < metrics["value_loss_before"]
     assert any(k.endswith("effnet_lite0_feature_distance") or "lpips" in k for k in metrics)
     assert (run / "grid.png").stat().st_size > 0 and (run / "config.yaml").is_file()
-    edited = load_file(str(run / "edited_weights.safetensors"))
-    delta = load_file(str(run / "delta.safetensors"))
-    assert delta["directions"].shape == (16, 1)
+    art = EditArtifact.load(run / "edit.safetensors")  # the edit file, always written: factors, not the model
+    assert art.kind == "low_rank" and art.layer == "main.4.weight" and art.delta().directions.shape == (16, 1)
+    assert art.strategy["name"] == "closed_form" and art.request["name"] == "tiny_box"
+    assert not (run / "edited_weights.safetensors").exists()  # the full state dict only on request
     assert (run / "csv").is_dir()
-    # Determinism: the same config and seed give the same edited weights.
-    again = rewrite_cli([*TINY, "strategy=closed_form", "logger=none", f"hydra.run.dir={tmp_path}/again"], tmp_path)
+    # Determinism: the same config and seed give the same edited weights; the full file equals base + edit.
+    again = rewrite_cli([*TINY, "strategy=closed_form", "logger=none", "save_full_weights=true",
+                         f"hydra.run.dir={tmp_path}/again"], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    edited2 = load_file(str(tmp_path / "again" / "edited_weights.safetensors"))
-    assert all(torch.equal(edited[k], edited2[k]) for k in edited)
+    edited = load_file(str(tmp_path / "again" / "edited_weights.safetensors"))
+    base = load_tiny().model.state_dict()
+    assert torch.equal(art.new_values(base)["main.4.weight"], edited["main.4.weight"])
+    assert all(torch.equal(base[k], edited[k]) for k in base if k != "main.4.weight")
 
 
 def test_bad_request_fails_clearly_and_writes_nothing(tmp_path: Path) -> None:
@@ -72,7 +78,7 @@ def test_bad_request_fails_clearly_and_writes_nothing(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "box [3, 3, 3, 9] is empty" in proc.stderr
     assert not (tmp_path / "bad" / "metrics.json").exists()
-    assert not (tmp_path / "bad" / "edited_weights.safetensors").exists()
+    assert not (tmp_path / "bad" / "edit.safetensors").exists()
     proc = rewrite_cli([*TINY, "logger=none", "generator.layer=main.5", f"hydra.run.dir={tmp_path}/bad2"], tmp_path)
     assert proc.returncode != 0 and "supported layer types" in proc.stderr
 
@@ -104,7 +110,8 @@ def test_multirun_one_wandb_run_per_job(tmp_path: Path) -> None:
 def test_toy_benchmark_experiment_runs_as_a_multirun(tmp_path: Path) -> None:
     # The experiment config sweeps 4 rules x 6 strategies; command-line values narrow it to one job here.
     proc = rewrite_cli(["-m", "+experiment=toy_benchmark", "edit=toy_dome_to_spire", "strategy=closed_form",
-                        "stats.num_samples=48", "stats.batch_size=16", "eval.toy_untouched=2", "progress=false",
+                        "stats.num_samples=48", "stats.batch_size=16", "eval.scorers.toy_ideal.untouched=2",
+                        "progress=false",
                         f"stats.cache_dir={tmp_path / 'cache'}", f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (job,) = [p.parent for p in (tmp_path / "sweep").glob("*/metrics.json")]

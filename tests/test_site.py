@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from rewrite.checkpoints import load_state_dict_file
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.generators.dcgan_face import dcgan_generator
 from rewrite.generators.tiny import load_tiny, tiny_generator
-from rewrite.site import EditSite
+from rewrite.site import SITE_TYPES, EditSite, make_site
 
 
 @pytest.mark.parametrize(("layer", "value_at"), [("main.0", "main.3"), ("main.4", "main.6"), ("main.7", "main.9"),
@@ -85,3 +87,22 @@ def test_relative_value_at_names_the_module_n_places_on() -> None:
     assert EditSite(adapter, "main.4", "+0").value_at == "main.4"
     with pytest.raises(ValueError, match="relative value_at"):
         EditSite(adapter, "main.4", "+x")
+
+
+def test_make_site_builds_the_site_registered_for_the_layer_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    class MySite(EditSite):
+        pass
+
+    monkeypatch.setitem(SITE_TYPES, nn.ConvTranspose2d, MySite)
+    adapter = load_tiny()
+    assert type(make_site(adapter, "main.4", "main.6")) is MySite
+    assert type(make_site(adapter, "main.7")) is EditSite  # a Conv2d: nothing registered, the plain site
+
+
+def test_site_module_knows_no_model_family() -> None:
+    code = ("import sys, rewrite.site; "
+            "assert not [m for m in sys.modules if m.startswith('rewrite.generators')], sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    from rewrite.generators.stylegan2 import StyledConv
+
+    assert SITE_TYPES[StyledConv].__name__ == "ModulatedConvSite"  # the family registered its own site

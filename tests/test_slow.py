@@ -37,7 +37,7 @@ def test_face_model_default_edit(tmp_path: Path) -> None:
     for job in jobs:
         m = json.loads((job / "metrics.json").read_text())
         assert m["value_loss"] < m["value_loss_before"]
-        assert (job / "grid.png").is_file() and (job / "delta.safetensors").is_file()
+        assert (job / "grid.png").is_file() and (job / "edit.safetensors").is_file()
         assert len(list((job / "wandb").glob("offline-run-*"))) == 1
 
 
@@ -59,9 +59,14 @@ def test_the_wheel_runs_from_outside_the_checkout(tmp_path: Path) -> None:
     assert all(p.startswith(str(target)) for p in where), where  # the installed copy, not the checkout
     proc = subprocess.run([sys.executable, "-m", "rewrite", "generator=toy_stylegan2", "edit=toy_dome_to_spire",
                            "logger=none", "progress=false", "stats.num_samples=16", "stats.batch_size=16",
-                           "eval.toy_untouched=2", f"stats.cache_dir={tmp_path / 'cache'}",
+                           "eval.scorers.toy_ideal.untouched=2", f"stats.cache_dir={tmp_path / 'cache'}",
                            f"hydra.run.dir={elsewhere / 'run'}"], cwd=elsewhere, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((elsewhere / "run" / "metrics.json").read_text())
     assert metrics["score_source"] == "toy_ideal" and metrics["n_heldout"] == 32
+    # the wheel's console script for edit files works too
+    show = subprocess.run([str(target / "bin" / "rewrite-edit"), "show", str(elsewhere / "run" / "edit.safetensors")],
+                          cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+    assert show.returncode == 0, show.stderr[-3000:]
+    assert json.loads(show.stdout)["layer"] == "convs.3.conv.weight"

@@ -11,11 +11,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from rewrite.generators.toy_stylegan2 import (
-    TOY_CHANNELS,
-    TOY_N_MLP,
-    build_toy_stylegan2,
+    TOY_ARCHITECTURE,
+    build_toy_generator,
     load_toy_stylegan2,
-    toy_architecture,
     toy_checkpoint_path,
 )
 from rewrite.run import CONF_DIR, run
@@ -40,21 +38,25 @@ def test_checkpoint_matches_its_card(path: Path) -> None:
 
 
 def test_architecture_is_read_from_the_checkpoint(tmp_path: Path) -> None:
-    committed = torch.load(toy_checkpoint_path(), map_location="cpu", weights_only=True)["g_ema"]
+    committed = torch.load(toy_checkpoint_path(), map_location="cpu", weights_only=True)
     card = json.loads(toy_checkpoint_path().with_suffix(".json").read_text())["architecture"]
-    assert toy_architecture(committed) == (TOY_N_MLP, TOY_CHANNELS) == (
-        card["n_mlp"], {int(r): c for r, c in card["channels"].items()})
-    # a deeper, wider variant loads through the same function, weights intact
-    variant = build_toy_stylegan2(n_mlp=5, channels={4: 16, 8: 16, 16: 8, 32: 24, 64: 12})
-    torch.save({"g_ema": variant.state_dict()}, tmp_path / "variant.pt")
+    assert committed["architecture"] == TOY_ARCHITECTURE
+    assert card == {**TOY_ARCHITECTURE, "channels": {str(r): c for r, c in TOY_ARCHITECTURE["channels"].items()}}
+    # another shape loads through the same function, weights intact
+    arch = {"w_dim": 24, "mapping_hidden": 32, "channels": {4: 16, 8: 16, 16: 8, 32: 24, 64: 12}}
+    variant = build_toy_generator(arch)
+    torch.save({"g_ema": variant.state_dict(), "architecture": arch}, tmp_path / "variant.pt")
     loaded = load_toy_stylegan2(str(tmp_path / "variant.pt"))
-    assert toy_architecture(loaded.model.state_dict()) == (5, {4: 16, 8: 16, 16: 8, 32: 24, 64: 12})
     z = loaded.sample_z([0, 1])
     assert torch.equal(loaded.generate(z), variant.eval()(z))
-    with pytest.raises(ValueError, match="toy world is 64x64"):
-        toy_architecture({k: v for k, v in committed.items() if not k.startswith("convs.6.")})
-    with pytest.raises(ValueError, match="not a StyleGAN2"):
-        toy_architecture({"weight": torch.zeros(1)})
+    torch.save({"g_ema": variant.state_dict()}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="not a toy generator checkpoint"):
+        load_toy_stylegan2(str(tmp_path / "old.pt"))
+    torch.save({"g_ema": variant.state_dict(), "architecture": {**arch, "w_dim": 32}}, tmp_path / "wrong.pt")
+    with pytest.raises(ValueError, match="does not match its architecture"):
+        load_toy_stylegan2(str(tmp_path / "wrong.pt"))
+    with pytest.raises(ValueError, match="unknown toy architecture keys"):
+        build_toy_generator({"n_mlp": 8})
 
 
 def test_segmenter_reads_fresh_renders() -> None:
@@ -87,7 +89,7 @@ def test_each_toy_edit_runs_end_to_end(rule: str, tmp_path: Path) -> None:
         with initialize_config_dir(CONF_DIR, version_base="1.3"):
             cfg = compose("config", overrides=[
                 "generator=toy_stylegan2", f"edit=toy_{rule}", f"strategy={strategy}", "logger=none",
-                "progress=false", "stats.num_samples=48", "stats.batch_size=16", "eval.toy_untouched=2",
+                "progress=false", "stats.num_samples=48", "stats.batch_size=16", "eval.scorers.toy_ideal.untouched=2",
                 f"stats.cache_dir={tmp_path / 'cache'}", f"+output_dir={tmp_path / strategy}"])
         m = run(cfg)
         # The closed form fits the pre-demodulation linear part, not this value; the fits must lower it.
@@ -95,6 +97,9 @@ def test_each_toy_edit_runs_end_to_end(rule: str, tmp_path: Path) -> None:
             assert m["value_loss"] < m["value_loss_before"], (rule, strategy)
         for key in ("efficacy", "generality", "specificity", "edit_score", "toy_damage_l1_untouched_scenes"):
             assert isinstance(m[key], float), key
-        # Scenes the unedited generator already draws as the ideal (e.g. no watermark drawn) have nothing to score.
-        assert 1 <= m["n_heldout"] <= 32 and m["score_source"] == "toy_ideal"
+        # Scenes the unedited generator already draws as the ideal have nothing to score: a rule whose
+        # subject the generator does not draw (toy_source_recall_before ≈ 0) may leave none.
+        assert 0 <= m["n_heldout"] <= 32 and m["score_source"] == "toy_ideal"
+        if m.get("toy_source_recall_before", 1.0) > 0.5:
+            assert m["n_heldout"] >= 1, (rule, strategy)
         assert (tmp_path / strategy / "grid.png").is_file()

@@ -7,12 +7,13 @@ into it through forward hooks (see `rewrite.site`).
 from __future__ import annotations
 
 import difflib
-import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
+
+from rewrite.files import state_fingerprint
 
 
 def seed_latents(seeds: Sequence[int], z_shape: Sequence[int]) -> Tensor:
@@ -83,14 +84,7 @@ class GeneratorAdapter:
     # --- weights ------------------------------------------------------------------------
     def fingerprint(self) -> str:
         """sha256 over every tensor of the state dict: names statistics caches by the weights."""
-        h = hashlib.sha256()
-        for k, v in sorted(self.model.state_dict().items()):
-            t = v.detach().cpu().contiguous()
-            h.update(k.encode())
-            h.update(str(t.dtype).encode())
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()
+        return state_fingerprint(self.model.state_dict())
 
     def state_copy(self) -> dict[str, Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}

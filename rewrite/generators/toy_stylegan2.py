@@ -1,67 +1,88 @@
 """The toy-world generator: a small StyleGAN2 (64x64) trained here to draw render(params_from_z(z)).
 
 Its z is the toy world's latent (`rewrite.toyworld.Z_DIM` numbers), so every image it draws has a
-known ground truth. Weights: `rewrite/assets/toy_stylegan2.pt` (rosinality layout: `g_ema`,
-`latent_avg`), made by `experiments/train_toy_generator.py`; the card beside it records how.
+known ground truth. In place of a learned mapping network, w is a learned linear map (or small MLP)
+of the explicit scene code of z (`rewrite.toyworld.code`), so every factor of the scene reaches the
+synthesis layers, where rewriting edits. Weights: `rewrite/assets/toy_stylegan2.pt` (`g_ema`,
+`latent_avg`, `architecture`), made by `python -m rewrite.toyworld.training`; the card beside it
+records how.
 """
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.generators.stylegan2 import StyleGAN2Generator
-from rewrite.generators.stylegan2_adapter import load_stylegan2
-from rewrite.toyworld import Z_DIM
+from rewrite.toyworld.code import N_FEATURES, SceneCode
+from rewrite.toyworld.params import Z_DIM, sample_z
 
 TOY_SIZE = 64
-TOY_N_MLP = 4
-TOY_CHANNELS = {4: 128, 8: 128, 16: 96, 32: 64, 64: 32}
-TOY_LR_MLP = 1.0  # the mapping must learn sharp functions of z (thresholds), so it trains at full lr
+TOY_ARCHITECTURE: dict[str, Any] = {"w_dim": 128, "mapping_hidden": 256,
+                                    "channels": {4: 128, 8: 128, 16: 96, 32: 64, 64: 32}}
+"""The committed generator's shape; a checkpoint stores its own under `architecture`."""
 
 
-def build_toy_stylegan2(lr_mlp: float = TOY_LR_MLP, n_mlp: int = TOY_N_MLP,
-                        channels: Mapping[int, int] | None = None) -> StyleGAN2Generator:
-    """A fresh toy generator; `n_mlp` / `channels` give a deeper or wider variant (default: the committed shape)."""
-    return StyleGAN2Generator(TOY_SIZE, Z_DIM, n_mlp, channels=dict(channels or TOY_CHANNELS), lr_mlp=lr_mlp)
+class ToySceneGenerator(StyleGAN2Generator):
+    """StyleGAN2 synthesis driven by w = learned map of the scene code of z (z has Z_DIM numbers)."""
+
+    def __init__(self, w_dim: int, mapping_hidden: int, channels: Mapping[int, int]) -> None:
+        super().__init__(TOY_SIZE, w_dim, n_mlp=0, channels={int(r): int(c) for r, c in channels.items()})
+        self.z_dim = Z_DIM
+        head = ([nn.Linear(N_FEATURES, mapping_hidden), nn.LeakyReLU(0.2), nn.Linear(mapping_hidden, w_dim)]
+                if mapping_hidden else [nn.Linear(N_FEATURES, w_dim)])
+        self.style = nn.Sequential(SceneCode(), *head)
+
+    @torch.no_grad()
+    def mean_latent(self, n_latent: int, seed: int = 0) -> Tensor:
+        """Mean of w over `n_latent` seeded toy-world z (the truncation centre)."""
+        return self.style(sample_z(n_latent, seed).to(self.input.input.device)).mean(0, keepdim=True)
 
 
-def toy_architecture(state: Mapping[str, Tensor]) -> tuple[int, dict[int, int]]:
-    """(n_mlp, channels per resolution) of a toy generator's state dict, read from its tensor shapes.
-
-    So a wider or deeper variant trained by `experiments/train_toy_generator.py` loads without code changes.
-    """
-    n_mlp = sum(1 for k in state if re.fullmatch(r"style\.\d+\.weight", k))
-    if "input.input" not in state or n_mlp == 0:
-        raise ValueError("not a StyleGAN2 generator state dict (no input.input or style.*.weight)")
-    channels = {4: int(state["input.input"].shape[1])}
-    j = 0  # convs.2j is the upsampling conv of resolution 8·2^j; its weight is (1, out, in, k, k)
-    while f"convs.{2 * j}.conv.weight" in state:
-        channels[8 * 2**j] = int(state[f"convs.{2 * j}.conv.weight"].shape[1])
-        j += 1
-    if max(channels) != TOY_SIZE:
-        raise ValueError(f"the state dict draws {max(channels)}x{max(channels)} images, "
-                         f"the toy world is {TOY_SIZE}x{TOY_SIZE}")
-    return n_mlp, channels
+def build_toy_generator(architecture: Mapping[str, Any] | None = None) -> ToySceneGenerator:
+    """A fresh toy generator of `architecture` (keys of `TOY_ARCHITECTURE`; missing ones take its values)."""
+    arch = {**TOY_ARCHITECTURE, **(architecture or {})}
+    unknown = set(arch) - set(TOY_ARCHITECTURE)
+    if unknown:
+        raise ValueError(f"unknown toy architecture keys {sorted(unknown)}; expected {sorted(TOY_ARCHITECTURE)}")
+    return ToySceneGenerator(int(arch["w_dim"]), int(arch["mapping_hidden"]), arch["channels"])
 
 
 def toy_checkpoint_path() -> Path:
     return Path(str(resources.files("rewrite") / "assets" / "toy_stylegan2.pt"))
 
 
-def load_toy_stylegan2(checkpoint: str | None = None, truncation: float = 1.0) -> GeneratorAdapter:
-    """The committed toy generator (or another toy checkpoint, any widths / depth), optionally truncated."""
-    path = Path(checkpoint) if checkpoint else toy_checkpoint_path()
+def load_toy_generator_file(path: str | Path) -> tuple[ToySceneGenerator, Tensor | None]:
+    """The generator saved at `path` (strict load, weights only) and its `latent_avg` (or None)."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"toy generator checkpoint not found: {path} "
-                                "(train one with experiments/train_toy_generator.py)")
+                                "(train one with python -m rewrite.toyworld.training)")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    n_mlp, channels = toy_architecture(ckpt.get("g_ema", ckpt))
-    return load_stylegan2(str(path), TOY_SIZE, Z_DIM, n_mlp, channels=channels, truncation=truncation,
-                          lr_mlp=TOY_LR_MLP, name=f"toy_stylegan2_t{truncation:g}")
+    if not isinstance(ckpt, Mapping) or "g_ema" not in ckpt or "architecture" not in ckpt:
+        raise ValueError(f"{path}: not a toy generator checkpoint (expected 'g_ema' and 'architecture' entries; "
+                         "checkpoints of the first toy world, with a learned mapping network, no longer load)")
+    model = build_toy_generator(ckpt["architecture"])
+    try:
+        model.load_state_dict(ckpt["g_ema"], strict=True)
+    except RuntimeError as e:  # missing / unexpected names or other shapes
+        first = str(e).splitlines()[1:3]
+        raise ValueError(f"{path}: state dict does not match its architecture {ckpt['architecture']}: "
+                         + " ".join(line.strip() for line in first)) from e
+    return model.eval(), ckpt.get("latent_avg")
+
+
+def load_toy_stylegan2(checkpoint: str | None = None, truncation: float = 1.0) -> GeneratorAdapter:
+    """The committed toy generator (or another toy checkpoint), optionally truncated toward its mean w."""
+    model, latent_avg = load_toy_generator_file(checkpoint or toy_checkpoint_path())
+    if truncation < 1:
+        mean = latent_avg if latent_avg is not None else model.mean_latent(4096)
+        model.forward = functools.partial(model.forward, truncation=truncation, truncation_latent=mean)  # type: ignore[method-assign]
+    return GeneratorAdapter(model, z_shape=(Z_DIM,), name=f"toy_stylegan2_t{truncation:g}")

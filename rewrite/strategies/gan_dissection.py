@@ -20,9 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from rewrite.modulated_site import ModulatedConvSite
 from rewrite.problem import EditProblem
 from rewrite.site import as_map
 from rewrite.strategies.base import EditResult, Strategy, StrategyConfig
@@ -42,7 +41,7 @@ class GanDissection(Strategy):
             raise ValueError("gan_dissection switches units off: it needs an erase request (kind: erase); "
                              f"request {problem.request.name!r} is a {problem.request.kind} request")
         site = problem.site
-        self.out_axis = 1 if isinstance(site, ModulatedConvSite) or isinstance(site.layer, nn.ConvTranspose2d) else 0
+        self.out_axis = site.out_axis
         channels = as_map(problem.target.value).shape[1]
         if site.weight.shape[self.out_axis] != channels:
             raise ValueError(f"gan_dissection: the value at {site.value_at!r} has {channels} channels, which are "

@@ -1,15 +1,8 @@
-"""Which scene factors a toy generator has learned: readable from w, and followed in the image.
+"""Which scene factors a toy generator draws: flip one coordinate of z and compare image changes.
 
-Two per-factor figures (one per z field of `rewrite.toyworld.params.Z_FIELDS`):
-
-* `readout_r2`: R² of a least-squares linear read-out of z_hat = z / RMS(z) from w = mapping(z), on
-  held-out samples. Linear, because the synthesis layers read w through affine style layers. An
-  affine mapping scores 1, a freshly initialised leaky-ReLU mapping about 0.3-0.6 on every field;
-  a factor near 0 has been dropped by the mapping network, and the synthesis cannot draw it
-  whatever the image loss says.
-* `follow`: flip the sign of one coordinate of z, and project the generator's image change onto the
-  renderer's true change: 1 = it changes the image exactly as the scene says, 0 = it ignores the
-  factor (or changes something else); NaN where the flip changes no rendered pixel of the sample.
+`follow`: flip the sign of one coordinate of z, and project the generator's image change onto the
+renderer's true change: 1 = it changes the image exactly as the scene says, 0 = it ignores the
+factor (or changes something else); NaN where the flip changes no rendered pixel of the sample.
 """
 
 from __future__ import annotations
@@ -18,28 +11,8 @@ import torch
 from torch import Tensor
 
 from rewrite.generators.base import GeneratorAdapter
-from rewrite.generators.stylegan2 import StyleGAN2Generator
-from rewrite.toyworld.params import Z_DIM, Z_FIELDS, params_from_z, z_hat
+from rewrite.toyworld.params import Z_DIM, Z_FIELDS, params_from_z
 from rewrite.toyworld.render import render
-
-
-@torch.no_grad()
-def readout_r2(model: StyleGAN2Generator, n: int = 20000, seed: int = 1, train_share: float = 0.75) -> Tensor:
-    """(Z_DIM,) held-out R² of the best linear map w -> z_hat, fitted in float64 on the first share."""
-    z = torch.randn(n, Z_DIM, generator=torch.Generator().manual_seed(seed))
-    w = torch.cat([model.style(c) for c in z.split(4096)]).double()
-    target = z_hat(z.double())
-    k = int(n * train_share)
-    weight, bias = linear_readout(w[:k], target[:k])
-    resid = target[k:] - (w[k:] @ weight.T + bias)
-    return 1 - resid.pow(2).mean(0) / target[k:].var(0)
-
-
-def linear_readout(w: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-    """Least-squares (weight, bias) of target ≈ w @ weightᵀ + bias, in float64 (an nn.Linear's layout)."""
-    feats = torch.cat([w.double(), torch.ones(len(w), 1, dtype=torch.float64, device=w.device)], 1)
-    coef = torch.linalg.lstsq(feats, target.double()).solution
-    return coef[:-1].T, coef[-1]
 
 
 @torch.no_grad()
@@ -59,7 +32,7 @@ def follow(adapter: GeneratorAdapter, n: int = 64, seed: int = 7) -> Tensor:
     return out
 
 
-def factor_table(adapter: GeneratorAdapter) -> list[tuple[str, float, float]]:
-    """(z field, readout_r2, follow) for every field, in `Z_FIELDS` order."""
-    r2, fol = readout_r2(adapter.model), follow(adapter)
-    return [(name, float(r2[i]), float(fol[i])) for i, name in enumerate(Z_FIELDS)]
+def factor_table(adapter: GeneratorAdapter) -> list[tuple[str, float]]:
+    """(z field, follow) for every field, in `Z_FIELDS` order."""
+    fol = follow(adapter)
+    return [(name, float(fol[i])) for i, name in enumerate(Z_FIELDS)]

@@ -75,10 +75,8 @@ def tower_top_boxes(params: SceneParams) -> Tensor:
 
 def watermark_box(params: SceneParams) -> Tensor:
     """(N, 4) long box the watermark covers (or would cover: see `params.watermark_present`)."""
-    left = (params.watermark_corner % 2) == 0
-    top = params.watermark_corner < 2
-    x0 = torch.where(left, WATERMARK_MARGIN, CANVAS - WATERMARK_MARGIN - WATERMARK_W)
-    y0 = torch.where(top, WATERMARK_MARGIN, CANVAS - WATERMARK_MARGIN - WATERMARK_H)
+    x0 = torch.where(params.watermark_corner == 0, WATERMARK_MARGIN, CANVAS - WATERMARK_MARGIN - WATERMARK_W)
+    y0 = torch.full_like(x0, CANVAS - WATERMARK_MARGIN - WATERMARK_H)
     return torch.stack([x0, y0, x0 + WATERMARK_W, y0 + WATERMARK_H], -1).long()
 
 

@@ -25,13 +25,13 @@ tower_top_0/1          y where the body ends and the top begins:
                        pick(u, spire_height + SKY_CLEARANCE, building_y0 - 4)
 building_x             building centre x = lerp(u, 26, 38)
 building_width         pick(u, 26, 38) px
-building_top           roof line y = pick(u, 26, 31)
-building_height        pick(u, 12, 18) px; the building stands on the horizon (ground line)
-window_rows            pick(u, 1, 3), capped by what fits in the facade
-window_cols            pick(u, 2, 5), capped by what fits in the facade
+building_top           roof line y = pick(u, 23, 27)
+building_height        pick(u, 13, 19) px; the building stands on the horizon (ground line)
+window_rows            pick(u, 1, 2), capped by what fits in the facade
+window_cols            pick(u, 2, 4), capped by what fits in the facade
 window_lit_r_c         window (r, c) is lit iff u < 0.5 (one coordinate per window, so a
                        generator can learn each switch as one threshold of one input)
-window_w / window_h    pick(u, 2, 3) / pick(u, 3, 4) px
+window_w / window_h    pick(u, 4, 5) / pick(u, 4, 5) px
 door_x                 door centre at lerp(u, 0.2, 0.8) of the building width
 door_w / door_h        pick(u, 4, 5) / pick(u, 6, 8) px
 tree_0/1               tree left / right of the building present iff u < 0.35
@@ -40,7 +40,7 @@ tree_pos_0/1           left tree x = round(building_x0 + lerp(u, -4, 1)); right 
                        added tree has a deterministic place)
 tree_size_0/1          crown radius lerp(u, 3.5, 5.5)
 watermark              watermark present iff u < 0.25
-watermark_corner       floor(4u): 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right
+watermark_corner       0 bottom-left if u < 0.5 else 1 bottom-right (a 16x8 badge)
 pond                   pond present iff u < 0.5
 pond_depth             pond height pick(u, 7, POND_BOTTOM - horizon)
 sky_time               0 midday blue ... 1 dusk orange (sky top and bottom colours)
@@ -50,13 +50,16 @@ ground_colour          along grass -> dry grass
 tower_colour           along warm stone -> cool stone
 =====================  ===================================================================
 
-`reflect` (water mirrors the lit windows) is always True: it is the world's physical law,
-and only the `no_reflections` rule turns it off.
+`reflect` (each lit window casts a glitter path down the pond) is always True: it is the
+world's physical law, and only the `no_reflections` rule turns it off.
 
 Layout invariants, so that each rule touches nothing but its own parts: the two tower tops
-never overlap, tower tops stay below the top watermark corners and trees and the pond stay
-above the bottom ones (`SKY_CLEARANCE`, `POND_BOTTOM`), and tree trunks never stand in the
-pond.
+never overlap, trees and the pond stay above the watermark's bottom corners (`POND_BOTTOM`),
+and tree trunks never stand in the pond.
+
+World v2 (this layout) made the small parts big enough for a 64x64 generator to draw: windows
+of at least 4x4 px in one or two rows, a 16x8 watermark badge, and ponds at least 7 px deep
+where each lit window's reflection runs down the water as a vertical glitter path.
 """
 
 from __future__ import annotations
@@ -71,14 +74,14 @@ from torch import Tensor
 
 CANVAS = 64
 MAX_TOWERS = 2
-MAX_WINDOW_ROWS = 3
-MAX_WINDOW_COLS = 5
+MAX_WINDOW_ROWS = 2
+MAX_WINDOW_COLS = 4
 TOP_DOME, TOP_SPIRE, TOP_FLAT = 0, 1, 2
 TOP_KINDS = ("dome", "spire", "flat")
 
-WATERMARK_W, WATERMARK_H, WATERMARK_MARGIN = 14, 5, 2
-SKY_CLEARANCE = WATERMARK_MARGIN + WATERMARK_H + 1
-"""Spire apexes stay at y >= SKY_CLEARANCE, one pixel clear of a top-corner watermark."""
+WATERMARK_W, WATERMARK_H, WATERMARK_MARGIN = 16, 8, 2
+SKY_CLEARANCE = 3
+"""Spire apexes stay at y >= SKY_CLEARANCE, inside the canvas."""
 POND_BOTTOM = CANVAS - WATERMARK_MARGIN - WATERMARK_H - 1
 """Ponds and tree bases end at y <= POND_BOTTOM, one pixel clear of a bottom watermark."""
 TREE_BASE_BELOW_HORIZON = 3
@@ -142,12 +145,12 @@ class SceneParams:
     tree_x: Tensor  # (N, 2) long, trunk centre line (whole pixels, so the 2 px trunk is crisp)
     tree_r: Tensor  # (N, 2) float, crown radius
     watermark_present: Tensor  # (N,) bool
-    watermark_corner: Tensor  # (N,) long, 0 TL, 1 TR, 2 BL, 3 BR
+    watermark_corner: Tensor  # (N,) long, 0 bottom-left, 1 bottom-right
     pond_present: Tensor  # (N,) bool
     pond_x0: Tensor  # (N,) long
     pond_x1: Tensor  # (N,) long
     pond_h: Tensor  # (N,) long, the pond spans rows [horizon, horizon + pond_h)
-    reflect: Tensor  # (N,) bool, the water mirrors the lit windows
+    reflect: Tensor  # (N,) bool, lit windows cast glitter paths on the water
     sky_top: Tensor  # (N, 3) float RGB at the top of the image
     sky_bottom: Tensor  # (N, 3) float RGB at the horizon
     wall_rgb: Tensor  # (N, 3) float
@@ -206,8 +209,8 @@ def params_from_z(z: Tensor) -> SceneParams:
 
     building_w = _pick(at("building_width"), 26, 38)
     building_x0 = torch.floor(_lerp(at("building_x"), 26, 38) - building_w / 2).long()
-    building_y0 = _pick(at("building_top"), 26, 31)
-    horizon = building_y0 + _pick(at("building_height"), 12, 18)
+    building_y0 = _pick(at("building_top"), 23, 27)
+    horizon = building_y0 + _pick(at("building_height"), 13, 19)
     towers = _towers(at, building_x0, building_w, building_y0)
     windows = _windows(at, building_x0, building_w, building_y0, horizon)
     trees = _trees(at, building_x0, building_x0 + building_w)
@@ -221,7 +224,7 @@ def params_from_z(z: Tensor) -> SceneParams:
         **windows,
         **trees,
         watermark_present=at("watermark") < 0.25,
-        watermark_corner=_pick(at("watermark_corner"), 0, 3),
+        watermark_corner=_pick(at("watermark_corner"), 0, 1),
         pond_present=at("pond") < 0.5,
         pond_x0=building_x0 + 3,
         pond_x1=building_x0 + building_w - 3,
@@ -278,9 +281,9 @@ def _windows(
     at: _Uniform, building_x0: Tensor, building_w: Tensor, building_y0: Tensor, horizon: Tensor
 ) -> dict[str, Tensor]:
     """Window grid and door; the grid is capped so every window keeps a 2 px wall margin."""
-    ww, wh = _pick(at("window_w"), 2, 3), _pick(at("window_h"), 3, 4)
-    rows = torch.minimum(_pick(at("window_rows"), 1, 3), (horizon - building_y0 - 4) // (wh + 2)).clamp(min=1)
-    cols = torch.minimum(_pick(at("window_cols"), 2, 5), (building_w - 4) // (ww + 2)).clamp(min=1)
+    ww, wh = _pick(at("window_w"), 4, 5), _pick(at("window_h"), 4, 5)
+    rows = torch.minimum(_pick(at("window_rows"), 1, 2), (horizon - building_y0 - 4) // (wh + 2)).clamp(min=1)
+    cols = torch.minimum(_pick(at("window_cols"), 2, 4), (building_w - 4) // (ww + 2)).clamp(min=1)
     lit = torch.stack([at(f"window_lit_{r}_{c}") < 0.5
                        for r in range(MAX_WINDOW_ROWS) for c in range(MAX_WINDOW_COLS)], 1)
     door_w = _pick(at("door_w"), 4, 5)

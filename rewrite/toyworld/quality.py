@@ -12,12 +12,14 @@ from rewrite.toyworld.render import render
 from rewrite.toyworld.segmenter import ToySegmenter, load_toy_segmenter
 
 TOP_CLASSES = torch.tensor([CLASS_ID["dome"], CLASS_ID["spire"], CLASS_ID["flat_top"]])
+RULE_SOURCE_CLASS = {"dome_to_spire": "dome", "remove_watermark": "watermark", "add_tree": "tree",
+                     "no_reflections": "reflection"}
+"""Per rule, the class its edit acts on in the unedited image (for add_tree: the trees already there)."""
 
 
 def quality(n: int, seed: int, checkpoint: str | None = None, per_class: bool = False) -> dict:
-    """MAE (images in [0, 1]), segmenter mIoU against true labels, share of tower tops read right.
-
-    With `per_class`, also `class_iou`: the IoU of each class that the mIoU averages.
+    """MAE (images in [0, 1]), segmenter mIoU against true labels, share of tower tops read right, and
+    `rule_source_recall` per rule. With `per_class`, also `class_iou`: the IoU of each class that the mIoU averages.
     """
     adapter = load_toy_stylegan2(checkpoint)
     z = torch.randn(n, Z_DIM, generator=torch.Generator().manual_seed(seed))
@@ -26,6 +28,16 @@ def quality(n: int, seed: int, checkpoint: str | None = None, per_class: bool = 
     fake = (adapter.generate(z).clamp(-1, 1) + 1) / 2
     figures = score_images(fake, truth, true_labels, params, load_toy_segmenter(), per_class)
     return {"heldout_n": n, "heldout_seed": seed, **figures}
+
+
+@torch.no_grad()
+def rule_source_recall(pred: Tensor, true_labels: Tensor) -> dict[str, float]:
+    """Per rule, the share of true source-class pixels the segmenter reads as that class (NaN if none)."""
+    out = {}
+    for rule, name in RULE_SOURCE_CLASS.items():
+        t = true_labels == CLASS_ID[name]
+        out[rule] = float(((pred == CLASS_ID[name]) & t).sum() / t.sum()) if t.any() else float("nan")
+    return out
 
 
 @torch.no_grad()
@@ -62,5 +74,6 @@ def score_images(
             right += int(counts.argmax() == kinds[i, k] and counts.max() > 0)
             total += 1
     figures = {"mae01": float((fake - truth).abs().mean()), "segmenter_miou": sum(ious.values()) / len(ious),
-               "tower_tops_read_correctly": right / max(total, 1), "towers": total}
+               "tower_tops_read_correctly": right / max(total, 1), "towers": total,
+               "rule_source_recall": rule_source_recall(pred, true_labels.cpu())}
     return {**figures, "class_iou": ious} if per_class else figures

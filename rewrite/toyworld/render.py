@@ -12,7 +12,7 @@ Two kinds of layer keep the op count low:
   is a per-row half-width profile around a centre line: the 2-D work is one comparison.
 
 Layers, back to front: sky and ground, towers (body, then dome / spire / flat top), facade
-(wall, windows, door) and pond (water, reflections), trees, watermark (a translucent badge,
+(wall, windows, door) and pond (water, window reflections), trees, watermark (a translucent badge,
 so the scene shows through it).
 """
 
@@ -73,8 +73,12 @@ _REFLECTION_STRENGTH = 0.7
 _SPIRE_TIP = 0.75
 """Least spire half width: the tip covers a pixel centre whatever the tower's parity, so it is
 labelled and every pixel a spire touches lies next to a spire-labelled one."""
-_BADGE_KEEP = 0.55  # the watermark badge darkens what is under it to 55 %
-_GLYPH_ALPHA = 0.9  # its glyphs are 90 % white
+_BADGE_ALPHA = 0.6  # the watermark badge brightens what is under it 60 % of the way to white
+_GLYPH_ALPHA = 0.85  # its glyphs are 85 % dark grey
+_GLYPH_RGB = 0.1
+"""A bright badge with three dark bars: its mean stands far from any background, so a generator that
+cannot draw the bars yet still gains by drawing the badge (a darkened badge with many white glyphs,
+the first design, averaged out to the ground colour and was never learned)."""
 
 
 def render(params: SceneParams, supersample: int = SUPERSAMPLE, chunk: int = CHUNK) -> tuple[Tensor, Tensor]:
@@ -187,8 +191,9 @@ def _tree_profile(p: SceneParams, ys: Tensor, k: int) -> tuple[Tensor, None, Ten
 def _facade(p: SceneParams, xs: Tensor, ys: Tensor) -> Tensor:
     """(N, H, W) uint8 material of the building and the pond, _NONE elsewhere.
 
-    Pixel-aligned, so evaluated once per pixel.  The pond mirrors the facade about the
-    horizon: a pond sample shows a reflection where its mirror image is a lit window.
+    Pixel-aligned, so evaluated once per pixel.  Each lit window casts its reflection down
+    the rippled pond as a vertical glitter path: a pond pixel shows a reflection when a lit
+    window (in any row) stands in its column.
     """
     out = torch.full((p.n, ys.shape[1], xs.shape[1]), _NONE, dtype=torch.uint8, device=xs.device)
     building = _span(ys, p.building_y0, p.horizon)[:, :, None] & _span(xs, p.building_x0, p.building_x1)[:, None, :]
@@ -197,13 +202,15 @@ def _facade(p: SceneParams, xs: Tensor, ys: Tensor) -> Tensor:
     out.masked_fill_(door_rows[:, :, None] & _span(xs, p.door_x0, p.door_x0 + p.door_w)[:, None, :], DOOR)
     pond_rows = _span(ys, p.horizon, p.horizon + p.pond_h) & p.pond_present[:, None]
     pond = pond_rows[:, :, None] & _span(xs, p.pond_x0, p.pond_x1)[:, None, :]
-    lit_above = (_window_state(p, xs, 2 * p.horizon[:, None] - ys) == 2) & p.reflect[:, None, None]
-    return torch.where(pond, WATER + lit_above.byte(), out)
+    wx0, _, state_of_cell = window_layout(p)
+    lit_col = (state_of_cell == 2).any(1).gather(1, _cell_index(xs, wx0, p.window_w, MAX_WINDOW_COLS))
+    glitter = (lit_col & p.reflect[:, None])[:, None, :]
+    return torch.where(pond, WATER + glitter.byte(), out)
 
 
 def _window_state(p: SceneParams, xs: Tensor, ys: Tensor) -> Tensor:
     """(N, H, W) uint8: 0 no window, 1 dark window, 2 lit window at each sample."""
-    wx0, wy0, state_of_cell = _window_layout(p)
+    wx0, wy0, state_of_cell = window_layout(p)
     col = _cell_index(xs, wx0, p.window_w, MAX_WINDOW_COLS)
     row = _cell_index(ys, wy0, p.window_h, MAX_WINDOW_ROWS)
     return state_of_cell[torch.arange(p.n, device=xs.device)[:, None, None], row[:, :, None], col[:, None, :]]
@@ -215,7 +222,7 @@ def _cell_index(c: Tensor, starts: Tensor, size: Tensor, none: int) -> Tensor:
     return torch.where(inside.any(1), inside.byte().argmax(1), none)
 
 
-def _window_layout(p: SceneParams) -> tuple[Tensor, Tensor, Tensor]:
+def window_layout(p: SceneParams) -> tuple[Tensor, Tensor, Tensor]:
     """Window left edges (N, C), top edges (N, R), and state per cell (N, R + 1, C + 1), whose
     last row and column are "no window".
 
@@ -239,11 +246,11 @@ def _window_layout(p: SceneParams) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _watermark_cover(p: SceneParams, xs: Tensor, ys: Tensor) -> Tensor:
-    """(N, H, W) uint8 code offset of the watermark: a badge with a row of 2 px glyphs."""
+    """(N, H, W) uint8 code offset of the watermark: a badge with three 2 x 4 px glyph bars."""
     x0, y0, x1, y1 = watermark_box(p).unbind(-1)
     badge = (_span(ys, y0, y1) & p.watermark_present[:, None])[:, :, None] & _span(xs, x0, x1)[:, None, :]
-    glyph_cols = _span(xs, x0 + 1, x1 - 1) & ((torch.floor(xs) - x0[:, None] - 1) % 3 < 2)
-    glyphs = badge & _span(ys, y0 + 1, y1 - 1)[:, :, None] & glyph_cols[:, None, :]
+    glyph_cols = _span(xs, x0 + 2, x1 - 2) & ((torch.floor(xs) - x0[:, None] - 2) % 5 < 2)
+    glyphs = badge & _span(ys, y0 + 2, y1 - 2)[:, :, None] & glyph_cols[:, None, :]
     return (badge.byte() * _BADGE + glyphs.byte() * (_GLYPH - _BADGE)) * _N_MATERIALS
 
 
@@ -260,4 +267,5 @@ def _row_palette(p: SceneParams, ys: Tensor) -> Tensor:
     rows[:, :, SKY] = p.sky_top[:, None] + (p.sky_bottom - p.sky_top)[:, None] * height
     depth = ((ys - p.horizon[:, None]) / (CANVAS - p.horizon[:, None])).clamp(0, 1)[..., None]
     rows[:, :, GROUND] = p.ground_rgb[:, None] * (1 - 0.25 * depth)
-    return torch.cat([rows, rows * _BADGE_KEEP, rows * (1 - _GLYPH_ALPHA) + _GLYPH_ALPHA], 2)
+    badge = rows * (1 - _BADGE_ALPHA) + _BADGE_ALPHA
+    return torch.cat([rows, badge, badge * (1 - _GLYPH_ALPHA) + _GLYPH_ALPHA * _GLYPH_RGB], 2)

@@ -12,8 +12,8 @@ remove_watermark   erase     the watermark disappears, revealing the scene under
 add_tree           add       a tree appears at the left corner of the building (its
                              place and size were drawn from z even while it was absent);
                              scenes that already have one are unchanged
-no_reflections     physics   the pond stops mirroring the lit windows above it; the
-                             water itself stays
+no_reflections     physics   lit windows stop casting glitter paths down the pond;
+                             the water itself stays
 =================  ========  ==========================================================
 """
 

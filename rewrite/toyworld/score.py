@@ -29,6 +29,7 @@ import functools
 import torch
 from torch import Tensor
 
+from rewrite.edit_request import EditRequest
 from rewrite.generators.base import GeneratorAdapter, seed_latents
 from rewrite.rule_metrics import (
     DEFAULT_TOL,
@@ -45,7 +46,7 @@ from rewrite.toyworld.labels import CLASS_ID
 from rewrite.toyworld.params import Z_DIM, params_from_z
 from rewrite.toyworld.render import render
 from rewrite.toyworld.rules import ideal_edit
-from rewrite.toyworld.segmenter import ToySegmenter
+from rewrite.toyworld.segmenter import ToySegmenter, load_toy_segmenter, segmenter_path
 
 # (class whose pixels should change, class they should become) for the paper-style segmenter figure
 SEG_FIGURE = {
@@ -111,6 +112,10 @@ class ToyRuleScore:
     def _stayed(self, s: _Scenes, images: Tensor, labels: Tensor) -> Tensor:
         return stayed(images, s.before, s.keep, self.tol, labels, s.before_labels)
 
+    def ideal(self, z: Tensor) -> Tensor:
+        """The ideal edited images of latents `z` (the run's grid shows them as a last column)."""
+        return ideal_images(z, self.rule)
+
     @torch.no_grad()
     def metrics(self) -> dict[str, float]:
         h, seg = self.held, self.segmenter
@@ -155,6 +160,18 @@ class ToyRuleScore:
             m["toy_source_recall_before"] = float((h.before_labels[true_src] == CLASS_ID[src]).float().mean())
         m["score_source"] = "toy_ideal"  # type: ignore[assignment]
         return m
+
+
+def toy_rule_scorer(adapter: GeneratorAdapter, request: EditRequest, rule: str, tol: float = DEFAULT_TOL,
+                    margin: int = 1, heldout_offset: int = 0, untouched: int = 32,
+                    untouched_start: int = 2_000_000) -> ToyRuleScore:
+    """The `eval.scorers` factory (`conf/scorer/toy_ideal.yaml`): one score per held-out scene of the request,
+    `untouched` scenes the rule leaves alone from `untouched_start` (+ the split's offset), the committed segmenter."""
+    if not segmenter_path().is_file():
+        raise FileNotFoundError(f"toy-world scoring needs the segmenter weights at {segmenter_path()}")
+    seeds = list(dict.fromkeys(r.seed for r in request.heldout))
+    return ToyRuleScore(adapter, rule, seeds, untouched_seeds(rule, untouched_start + heldout_offset, untouched),
+                        load_toy_segmenter(), target_seed=request.paste.seed, tol=tol, margin=margin)
 
 
 def ideal_images(z: Tensor, rule: str) -> Tensor:

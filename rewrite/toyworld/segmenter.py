@@ -1,7 +1,7 @@
 """A small U-Net that labels toy-world images (renders, generated or edited) per pixel.
 
 It reads generated images for the paper-style "% of source-class pixels now target-class" figure;
-trained on renders with light blur / noise / colour jitter (`experiments/train_toy_segmenter.py`).
+trained on renders with light blur / noise / colour jitter (`rewrite/toyworld/segmenter_training.py`).
 Weights: `rewrite/assets/toy_segmenter.pt` with a JSON card beside it.
 """
 

@@ -4,7 +4,8 @@ Keys are the style-modulated input features x·s (what the shared weight actuall
 tensor is the conv weight (stored layout (1, out, in, k, k)), and the value is the StyledConv's
 output after demodulation, noise, bias and activation. The layer's linear part (used by the closed
 form) is the modulated convolution before demodulation. Everything goes through a forward hook on
-the generator's own module and its own functional pieces; nothing is copied.
+the generator's own module and its own functional pieces; nothing is copied. Importing this module
+registers the site for `StyledConv` layers with `rewrite.site.make_site` (`rewrite.generators` does).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.generators.stylegan2 import StyledConv
-from rewrite.site import Captured, EditSite, StopForward, run_until
+from rewrite.site import Captured, EditSite, StopForward, register_site, run_until
 
 
 class ModulatedConvSite(EditSite):
@@ -40,6 +41,10 @@ class ModulatedConvSite(EditSite):
     @property
     def in_axis(self) -> int:
         return 2
+
+    @property
+    def out_axis(self) -> int:
+        return 1
 
     @property
     def taps(self) -> tuple[int, ...]:
@@ -100,3 +105,6 @@ class ModulatedConvSite(EditSite):
     def lowrank_value(self, cap: Captured, proj_keys: Tensor, lam: Tensor, d: Tensor) -> Tensor:
         """Demodulation depends on the whole weight, so the value takes the full W0 + Λ Dᵀ."""
         return self.value_forward(cap, self.weight + self.expand(lam, d))
+
+
+register_site(StyledConv, ModulatedConvSite)
