@@ -11,8 +11,12 @@
 2. Per strategy the job with the highest `edit_score` is chosen (ties: the faster one).
 3. Each chosen setting runs again on the test seeds (`split=test`, held-out seeds never used to choose):
    `<out>/test/<n>_<strategy>/`.
-4. `<out>/table.md` (the README's table: each strategy's chosen setting and its test scores with
-   95% intervals); `python -m rewrite.sweep_table` adds `<out>/test.csv` and the Pareto plot
+4. With `--examples N` (toy rules, whose requests have an `example` knob), each chosen setting runs
+   again on the test seeds with the copy/paste pairs 1 … N−1 (`<out>/examples/<n>_<strategy>/<k>/`): how
+   much a result depends on the one example it was given.
+5. `<out>/table.md` (the README's table: each strategy's chosen setting and its test scores with
+   95% intervals, and with `--examples` the edit_score's mean and range over the N examples);
+   `python -m rewrite.sweep_table` adds `<out>/test.csv` and the Pareto plot
    `<out>/pareto.png`; `<out>/chosen.json` records the choices and `<out>/commands.txt` every
    command that ran. Phases whose folders are complete are skipped, so an interrupted benchmark
    resumes; after `python -m rewrite.rescore <out>/val` (new metrics, same edits) a rerun re-chooses
@@ -89,8 +93,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("edit", help="edit config name, e.g. toy_dome_to_spire or face_eyeglasses")
     ap.add_argument("--out", type=Path, required=True, help="output folder")
     ap.add_argument("--strategies", default=None, help="comma-separated subset (default: all of the family's)")
+    ap.add_argument("--examples", type=int, default=1,
+                    help="also score each chosen setting with copy/paste pairs 1..N-1 on the test seeds (toy rules)")
     args = ap.parse_args(argv)
     fam = family(args.edit)
+    if args.examples < 1:
+        raise SystemExit(f"--examples must be ≥ 1, got {args.examples}")
+    if args.examples > 1 and "example" not in OmegaConf.load(Path(CONF_DIR) / "edit" / f"{args.edit}.yaml"):
+        raise SystemExit(f"--examples: edit {args.edit!r} has no `example` setting to vary (toy rules have one)")
     names = args.strategies.split(",") if args.strategies else list(STRATEGIES)
     out, log = args.out, args.out / "commands.txt"
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +124,16 @@ def main(argv: list[str] | None = None) -> None:
         if not (folder / "metrics.json").is_file() or not ran_with(folder, ov):
             shutil.rmtree(folder, ignore_errors=True)
             run([*base, f"+experiment=search_{fam}_{name}", *ov, "split=test", f"hydra.run.dir={folder}"], log)
-    text = summary(out, names, chosen)
+    for i, name in enumerate(names):
+        ov = [f"{k}={v}" for k, v in chosen[name]["overrides"].items()]  # type: ignore[union-attr]
+        for k in range(1, args.examples):
+            folder = out / "examples" / f"{i}_{name}" / str(k)
+            if not (folder / "metrics.json").is_file() or not ran_with(folder, [*ov, f"edit.example={k}"]):
+                shutil.rmtree(folder, ignore_errors=True)
+                print(f"[example {k}] {name}", flush=True)
+                run([*base, f"+experiment=search_{fam}_{name}", *ov, f"edit.example={k}", "split=test",
+                     f"hydra.run.dir={folder}"], log)
+    text = summary(out, names, chosen, args.examples)
     atomic_write(out / "table.md", lambda tmp: tmp.write_text(text + "\n"))
     print(text)
     subprocess.run([sys.executable, "-m", "rewrite.sweep_table", str(out / "test"), "--csv", str(out / "test.csv"),
@@ -126,15 +145,24 @@ def _ci(m: dict[str, object], key: str) -> str:
     return f"{m[key]:.2f} [{m[key + '_ci_low']:.2f}, {m[key + '_ci_high']:.2f}]"
 
 
-def summary(out: Path, names: list[str], chosen: dict[str, dict[str, object]]) -> str:
+def summary(out: Path, names: list[str], chosen: dict[str, dict[str, object]], examples: int = 1) -> str:
     """One markdown row per strategy: its chosen setting and its test-seed scores (the README's table)."""
-    lines = ["| strategy | chosen on validation | efficacy | generality | specificity | edit_score | time s |",
-             "|---|---|---|---|---|---|---|"]
+    head = "| strategy | chosen on validation | efficacy | generality | specificity | edit_score | time s |"
+    rule = "|---|---|---|---|---|---|---|"
+    if examples > 1:
+        head, rule = head + f" edit_score, {examples} examples: mean [min, max] |", rule + "---|"
+    lines = [head, rule]
     for i, name in enumerate(names):
         m = json.loads((out / "test" / f"{i}_{name}" / "metrics.json").read_text())
         setting = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in chosen[name]["overrides"].items())  # type: ignore
-        lines.append(f"| `{name}` | {setting} | {m['efficacy']:.2f} | {_ci(m, 'generality')} | "
-                     f"{_ci(m, 'specificity')} | {_ci(m, 'edit_score')} | {m['edit_time_s']:.3g} |")
+        row = (f"| `{name}` | {setting} | {m['efficacy']:.2f} | {_ci(m, 'generality')} | "
+               f"{_ci(m, 'specificity')} | {_ci(m, 'edit_score')} | {m['edit_time_s']:.3g} |")
+        if examples > 1:
+            scores = [float(m["edit_score"])] + [
+                float(json.loads((out / "examples" / f"{i}_{name}" / str(k) / "metrics.json").read_text())["edit_score"])
+                for k in range(1, examples)]
+            row += f" {sum(scores) / len(scores):.2f} [{min(scores):.2f}, {max(scores):.2f}] |"
+        lines.append(row)
     return "\n".join(lines)
 
 if __name__ == "__main__":

@@ -42,3 +42,25 @@ def test_a_test_run_is_reused_only_for_the_same_choice(tmp_path: Path) -> None:
 def test_unknown_family_is_refused() -> None:
     with pytest.raises(SystemExit, match="no search space"):
         rule_benchmark.family("tiny_box")
+
+
+def test_the_table_gives_the_edit_score_range_over_examples(tmp_path: Path) -> None:
+    metrics = {"efficacy": 0.5, "edit_time_s": 1.0}
+    for key, value in (("generality", 0.4), ("specificity", 0.9), ("edit_score", 0.6)):
+        metrics.update({key: value, f"{key}_ci_low": value - 0.1, f"{key}_ci_high": value + 0.1})
+    _job(tmp_path / "test", "0_rank_one", [], metrics)
+    for k, score in ((1, 0.2), (2, 0.7)):
+        _job(tmp_path / "examples" / "0_rank_one", str(k), [], {**metrics, "edit_score": score})
+    chosen = {"rank_one": {"overrides": {"generator.layer": "convs.3"}}}
+    one = rule_benchmark.summary(tmp_path, ["rank_one"], chosen)
+    assert "examples" not in one and one.splitlines()[-1].endswith("| 1 |")
+    three = rule_benchmark.summary(tmp_path, ["rank_one"], chosen, examples=3)
+    assert "3 examples" in three.splitlines()[0]
+    assert three.splitlines()[-1].endswith("| 0.50 [0.20, 0.70] |")  # mean of 0.6, 0.2, 0.7
+
+
+def test_examples_need_an_edit_with_an_example_setting(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="no `example` setting"):
+        rule_benchmark.main(["face_eyeglasses", "--out", str(tmp_path), "--examples", "3"])
+    with pytest.raises(SystemExit, match="must be ≥ 1"):
+        rule_benchmark.main(["toy_add_tree", "--out", str(tmp_path), "--examples", "0"])

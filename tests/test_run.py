@@ -135,9 +135,15 @@ def test_generator_tuned_settings_are_the_strategy_defaults_and_yield_to_the_com
         assert (s.cfg.key_method, s.cfg.rank, s.cfg.memory_weight) == ("zca", 4, 0.0)  # no tuned block: defaults
 
 
-def test_toy_generator_tuned_settings() -> None:
+def test_toy_generator_tuned_settings_are_the_benchmark_choices() -> None:
+    """The `tuned:` block holds what python -m rewrite.benchmark toy_dome_to_spire chose on validation scenes."""
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["generator=toy_stylegan2", "edit=toy_dome_to_spire"])
     s = instantiate(cfg.strategy)
-    assert (s.cfg.key_method, s.cfg.memory_weight) == ("mean", 20.0) and cfg.generator.layer == "convs.3"
-    assert cfg.edit.context == 96
+    assert (s.cfg.key_method, s.cfg.memory_weight) == ("mean", 1.0) and cfg.generator.layer == "convs.3"
+    assert cfg.edit.context == 96 and cfg.edit.example == 0
+    chosen = json.loads((Path(__file__).parents[1] / "experiments/results/toy_dome_to_spire/chosen.json").read_text())
+    for name, tuned in cfg.generator.tuned.items():
+        picked = chosen[name]["overrides"]
+        assert tuned.key_method == picked["strategy.key_method"], name
+        assert tuned.memory_weight == float(picked["strategy.memory_weight"]), name

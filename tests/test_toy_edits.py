@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from rewrite.generators.base import GeneratorAdapter, seed_latents
 from rewrite.toyworld import CLASS_ID, RULES, Z_DIM, ideal_edit, params_from_z, render
-from rewrite.toyworld.edits import toy_request
+from rewrite.toyworld.edits import MAX_GOAL_MISS, toy_request
 from rewrite.toyworld.score import ToyRuleScore
 
 # Pixels each rule's paste / copy region must contain, in the paste / copy scene's true labels.
@@ -39,6 +39,14 @@ def test_requests_are_automatic_reproducible_and_on_target(rule: str) -> None:
         if want is not None:
             x0, y0, x1, y1 = region.box
             assert (labels_of(region.seed)[y0:y1, x0:x1] == CLASS_ID[want]).any(), (rule, want)
+    # The copy is the example a careful user picks: its pixels are (nearly) the paste scene's ideal edit.
+    x0, y0, x1, y1 = req.paste.box
+    cx0, cy0, cx1, cy1 = req.copy.box
+    paste_p = params_from_z(seed_latents([req.paste.seed], (Z_DIM,)))
+    ideal, before = render(ideal_edit(paste_p, rule))[0][0], render(paste_p)[0][0]
+    copied = render(params_from_z(seed_latents([req.copy.seed], (Z_DIM,))))[0][0, :, cy0:cy1, cx0:cx1]
+    miss = (copied - ideal[:, y0:y1, x0:x1]).abs().mean()
+    assert miss <= MAX_GOAL_MISS * (ideal - before)[:, y0:y1, x0:x1].abs().mean(), rule
     if rule == "add_tree":  # the paste place is empty: no tree there yet
         x0, y0, x1, y1 = req.paste.box
         assert not (labels_of(req.paste.seed)[y0:y1, x0:x1] == CLASS_ID["tree"]).any()
