@@ -154,8 +154,10 @@ def _copy_paste_pair(rule: str, seeds: list[int], p: SceneParams, images: Tensor
         if miss <= MAX_GOAL_MISS:
             footprint = int(_crop(changed[i : i + 1], t_box).sum())
             pairs.append((-footprint, miss, found[1], found[2], t_seed, t_box))
-    pairs.sort(key=lambda q: q[:2])
-    pairs = [q for i, q in enumerate(pairs) if q[4] not in {r[4] for r in pairs[:i]}]  # one per paste scene
+    best_per_scene: dict[int, tuple[int, float, int, Box, int, Box]] = {}
+    for q in sorted(pairs, key=lambda q: q[:2]):
+        best_per_scene.setdefault(q[4], q)  # one pair per paste scene, its best
+    pairs = list(best_per_scene.values())  # dicts keep insertion order: still best first
     if len(pairs) <= example:
         raise RuntimeError(f"{len(pairs)} copy/paste pairs for rule {rule!r} among seeds 0..{len(seeds) - 1}, "
                            f"example {example} asked for; raise `search`")
