@@ -361,6 +361,7 @@ class StyleGAN2Generator(nn.Module):
         if missing:
             raise ValueError(f"no channel width given for resolutions {missing}")
         self.log_size = size.bit_length() - 1
+        self.rgb_from = 4  # smallest resolution whose RGB output is added to the image (a subclass may raise it)
         self.num_layers = (self.log_size - 2) * 2 + 1  # one conv at 4x4, two per higher resolution
         self.n_latent = self.log_size * 2 - 2  # one w per conv and per to_rgb, shared pairwise
 
@@ -417,6 +418,19 @@ class StyleGAN2Generator(nn.Module):
         stored buffers are used, or fresh noise everywhere with `randomize_noise=True`.
         Unlike the reference, the image alone is returned unless `return_latents` is set.
         """
+        latent = self.latents(styles, inject_index, truncation, truncation_latent, input_is_latent)
+        image = self.synthesis(latent, noise, randomize_noise)
+        return (image, latent) if return_latents else image
+
+    def latents(
+        self,
+        styles: Sequence[Tensor] | Tensor,
+        inject_index: int | None = None,
+        truncation: float = 1.0,
+        truncation_latent: Tensor | None = None,
+        input_is_latent: bool = False,
+    ) -> Tensor:
+        """The W+ latent (N, n_latent, style_dim) that `forward` draws; its arguments mean what they mean there."""
         styles = [styles] if isinstance(styles, Tensor) else list(styles)
         if not 1 <= len(styles) <= 2:
             raise ValueError(f"expected one or two style tensors, got {len(styles)}")
@@ -438,7 +452,11 @@ class StyleGAN2Generator(nn.Module):
             latent = torch.cat([first, second], dim=1)
         if latent.shape[1] != self.n_latent:
             raise ValueError(f"W+ latent must have {self.n_latent} entries, got {latent.shape[1]}")
+        return latent
 
+    def synthesis(self, latent: Tensor, noise: Sequence[Tensor | None] | None = None,
+                  randomize_noise: bool = False) -> Tensor:
+        """The image drawn from a W+ latent; RGB skips start at resolution `rgb_from` (4: all, as the reference)."""
         if noise is None:
             if randomize_noise:
                 noise = [None] * self.num_layers
@@ -448,14 +466,14 @@ class StyleGAN2Generator(nn.Module):
             raise ValueError(f"noise must have {self.num_layers} entries, got {len(noise)}")
 
         out = self.conv1(self.input(latent.shape[0]), latent[:, 0], noise=noise[0])
-        skip = self.to_rgb1(out, latent[:, 1])
+        skip = self.to_rgb1(out, latent[:, 1]) if self.rgb_from <= 4 else None
         for j, to_rgb in enumerate(self.to_rgbs):
             i = 2 * j + 1  # index of this resolution's first conv in the latent and noise lists
             out = self.convs[2 * j](out, latent[:, i], noise=noise[i])
             out = self.convs[2 * j + 1](out, latent[:, i + 1], noise=noise[i + 1])
-            skip = to_rgb(out, latent[:, i + 2], skip)
-
-        return (skip, latent) if return_latents else skip
+            if 2 ** (j + 3) >= self.rgb_from:
+                skip = to_rgb(out, latent[:, i + 2], skip)
+        return skip
 
 
 def _describe_keys(label: str, keys: Sequence[str], limit: int = 10) -> str:

@@ -64,6 +64,31 @@ def class_weights(labels: Tensor, exponent: float, boost: Mapping[str, float] | 
     return (w / (freq * w).sum()).float()
 
 
+def edge_l1(y: Tensor, x: Tensor) -> Tensor:
+    """L1 between the images' horizontal and vertical pixel differences: a blurred edge pays for its whole step."""
+    return ((y.diff(dim=-1) - x.diff(dim=-1)).abs().mean() + (y.diff(dim=-2) - x.diff(dim=-2)).abs().mean()) / 2
+
+
+def init_weights(g: ToySceneGenerator, path: str | Path) -> dict:
+    """Start `g` from another toy generator's EMA weights (a warm start); return the card's note of it.
+
+    Parameters the other generator lacks may only be the constant style, which starts at its mean w.
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = g.load_state_dict(ckpt["g_ema"], strict=False)
+    if unexpected or set(missing) - {"fine_style"}:
+        raise ValueError(f"init_from={path}: its weights do not fit this architecture "
+                         f"(missing {sorted(missing)}, unexpected {sorted(unexpected)})")
+    if "fine_style" in missing:
+        with torch.no_grad():
+            g.fine_style.copy_(ckpt["latent_avg"].reshape(-1) if ckpt.get("latent_avg") is not None
+                               else g.mean_latent(4096)[0])
+    card = Path(path).with_suffix(".json")
+    steps = json.loads(card.read_text()).get("steps") if card.is_file() else None
+    return {"note": f"initialised from {Path(path).name} (sha256 {file_sha256(path)[:16]}, {steps} steps); "
+                    "steps below count from 0 again"}
+
+
 def train_state_path(out: str | Path) -> Path:
     """Where the resumable training state of the generator written to `out` lives."""
     return Path(out).with_suffix(".train.pt")
@@ -107,6 +132,13 @@ class ToyGeneratorModule(pl.LightningModule):
         elif cfg.resume:
             raise FileNotFoundError(f"resume=true but there is nothing to resume: neither "
                                     f"{train_state_path(cfg.out)} nor {cfg.out} exists")
+        elif cfg.get("init_from"):
+            self.segments = [init_weights(self.g, cfg.init_from)]
+            self.g_ema.load_state_dict(self.g.state_dict())
+        elif getattr(self.g, "scene_styles", None) is not None:  # the constant style starts at the mean w
+            with torch.no_grad():
+                self.g.fine_style.copy_(self.g.mean_latent(4096)[0])
+                self.g_ema.fine_style.copy_(self.g.fine_style)
         self.perceptual = EffNetFeatureDistance(min_size=64) if cfg.loss.perceptual > 0 else None
         self.segmenter = load_toy_segmenter() if cfg.eval.segmenter else None
         z_val = torch.randn(cfg.eval.samples, Z_DIM, generator=torch.Generator().manual_seed(cfg.eval.seed))
@@ -141,6 +173,8 @@ class ToyGeneratorModule(pl.LightningModule):
         err = (y - x).abs()
         l1 = err.mean()
         loss = (err * self.pixel_weight[labels.long()][:, None]).mean() if self.weighted else l1
+        if self.cfg.loss.get("edges"):
+            loss = loss + self.cfg.loss.edges * edge_l1(y, x)
         if self.perceptual is not None:
             k = self.cfg.loss.perceptual_images
             loss = loss + self.cfg.loss.perceptual * self.perceptual(y[:k], x[:k]).mean()
