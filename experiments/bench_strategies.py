@@ -21,11 +21,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from rewrite.evaluate import Evaluator
-from rewrite.grid import before_after_grid
-from rewrite.perceptual import make_perceptual
-from rewrite.problem import EditProblem
-from rewrite.run import CONF_DIR, build_edit
+from rewrite.eval.evaluate import Evaluator
+from rewrite.eval.grid import before_after_grid
+from rewrite.core.perceptual import make_perceptual
+from rewrite.core.problem import EditProblem
+from rewrite.pipeline import CONF_DIR, build_edit
 from rewrite.strategies.base import EditResult, Strategy
 
 

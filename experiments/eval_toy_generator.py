@@ -17,8 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
-from rewrite.generators.toy_stylegan2 import toy_checkpoint_path
-from rewrite.toyworld.quality import quality
+from rewrite.toyworld.models.generator import toy_checkpoint_path
+from rewrite.toyworld.models.quality import quality
 
 
 def main() -> None:

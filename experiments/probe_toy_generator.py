@@ -1,4 +1,4 @@
-"""Which scene factors the toy generator has learned (see rewrite.toyworld.factors).
+"""Which scene factors the toy generator has learned (see rewrite.toyworld.models.factors).
 
     python experiments/probe_toy_generator.py [--checkpoint PATH] [--json out.json]
 
@@ -14,8 +14,8 @@ import math
 
 import torch
 
-from rewrite.generators.toy_stylegan2 import load_toy_stylegan2
-from rewrite.toyworld.factors import factor_table
+from rewrite.toyworld.models.generator import load_toy_stylegan2
+from rewrite.toyworld.models.factors import factor_table
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
-"""Train the toy-world generator: a thin entry point to `python -m rewrite.toyworld.training` (same overrides)."""
+"""Train the toy-world generator: a thin entry point to `python -m rewrite.toyworld.models.training` (same overrides)."""
 
-from rewrite.toyworld.training import main
+from rewrite.toyworld.models.training import main
 
 if __name__ == "__main__":
     main()

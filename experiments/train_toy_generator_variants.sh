@@ -21,7 +21,7 @@ common=(trainer.accelerator="$ACC" trainer.max_time="$MAXT" batch_size="$BS" tor
 for spec in "$@"; do
   read -r name overrides <<< "$spec"
   # shellcheck disable=SC2086  # the overrides are meant to split into words
-  timeout "$KILL" python3 -m rewrite.toyworld.training "${common[@]}" out="$out/$name.pt" \
+  timeout "$KILL" python3 -m rewrite.toyworld.models.training "${common[@]}" out="$out/$name.pt" \
     log_dir="$out/$name-logs" hydra.run.dir="$out/$name-hydra" $overrides > "$out/$name.log" 2>&1 &
 done
 wait

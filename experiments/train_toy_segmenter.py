@@ -1,6 +1,6 @@
-"""Train the toy-world segmenter: a thin entry point to `python -m rewrite.toyworld.segmenter_training`."""
+"""Train the toy-world segmenter: a thin entry point to `python -m rewrite.toyworld.models.segmenter_training`."""
 
-from rewrite.toyworld.segmenter_training import main
+from rewrite.toyworld.models.segmenter_training import main
 
 if __name__ == "__main__":
     main()

@@ -1,3 +1,3 @@
-from rewrite.run import main
+from rewrite.cli import main
 
 main()

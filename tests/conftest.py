@@ -9,8 +9,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from rewrite.problem import EditProblem
-from rewrite.run import CONF_DIR, build_edit
+from rewrite.core.problem import EditProblem
+from rewrite.pipeline import CONF_DIR, build_edit
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -32,7 +32,7 @@ def one_thread() -> None:
 
 def tiny_problem(layer: str = "main.4", value_at: str | None = "main.6", request: dict | None = None) -> EditProblem:
     """The tiny generator's edit problem (`conf/edit/tiny_box.yaml` unless `request` is given), built by the
-    same pipeline as a run (`rewrite.run.build_edit`), statistics from 64 samples, uncached."""
+    same pipeline as a run (`rewrite.pipeline.build_edit`), statistics from 64 samples, uncached."""
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[
             "generator=tiny", "edit=tiny_box", f"generator.layer={layer}", f"generator.value_at={value_at or 'null'}",

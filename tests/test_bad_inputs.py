@@ -12,16 +12,16 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from rewrite.artifact import EditArtifact, WrongBaseError
-from rewrite.edit_request import EditRequest, EditRequestError
-from rewrite.files import writable_dir
+from rewrite.editfile.artifact import EditArtifact, WrongBaseError
+from rewrite.core.request import EditRequest, EditRequestError
+from rewrite.core.files import writable_dir
 from rewrite.generators.dcgan_face import load_dcgan_face
 from rewrite.generators.tiny import load_tiny
-from rewrite.generators.toy_stylegan2 import build_toy_generator, load_toy_stylegan2
-from rewrite.problem import build_problem
-from rewrite.run import build_scorers
-from rewrite.site import EditSite, make_site
-from rewrite.stats import StatsCache, key_statistics
+from rewrite.toyworld.models.generator import build_toy_generator, load_toy_stylegan2
+from rewrite.core.problem import build_problem
+from rewrite.pipeline import build_scorers
+from rewrite.core.site import EditSite, make_site
+from rewrite.core.stats import StatsCache, key_statistics
 from rewrite.strategies.base import EditResult
 from rewrite.strategies.rank_one import RankOne
 from rewrite.toyworld import ideal_edit, params_from_z, sample_z
@@ -108,9 +108,9 @@ def _unwritable_parent(tmp: Path) -> None:
 
 
 def _unwritable_folder(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rewrite.files
+    import rewrite.core.files
 
-    monkeypatch.setattr(rewrite.files.os, "access", lambda path, mode: False)  # as a non-root user sees chmod 555
+    monkeypatch.setattr(rewrite.core.files.os, "access", lambda path, mode: False)  # as a non-root user sees chmod 555
     writable_dir(tmp)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rewrite.generators.tiny import load_tiny
-from rewrite.site import EditSite, make_site
+from rewrite.core.site import EditSite, make_site
 from tests.test_modulated_site import tiny_stylegan2
 
 

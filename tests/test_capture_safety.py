@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.generators.stylegan2 import StyleGAN2Generator
-from rewrite.site import EditSite, as_map, make_site
+from rewrite.core.site import EditSite, as_map, make_site
 
 
 def dcgan_like() -> GeneratorAdapter:

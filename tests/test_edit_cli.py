@@ -10,10 +10,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
-from rewrite.artifact import EditArtifact
-from rewrite.edit_cli import main as cli
+from rewrite.editfile.artifact import EditArtifact
+from rewrite.editfile.cli import main as cli
 from rewrite.generators.tiny import tiny_generator
-from rewrite.run import CONF_DIR, run
+from rewrite.cli import run
+from rewrite.pipeline import CONF_DIR
 
 
 def _run(tmp: Path, name: str, checkpoint: Path, layer: str, value_at: str) -> Path:

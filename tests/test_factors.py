@@ -1,4 +1,4 @@
-"""The factor probe of rewrite.toyworld.factors, on generators whose answer is known by construction."""
+"""The factor probe of rewrite.toyworld.models.factors, on generators whose answer is known by construction."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.toyworld import Z_DIM, params_from_z, render
-from rewrite.toyworld.factors import follow
+from rewrite.toyworld.models.factors import follow
 
 
 class _Oracle(nn.Module):

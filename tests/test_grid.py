@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rewrite.grid import before_after_grid
+from rewrite.eval.grid import before_after_grid
 
 
 def test_columns_with_reference_and_ideal() -> None:

@@ -1,12 +1,12 @@
-"""The W+ fit of rewrite.toyworld.invert: it lowers the error, and its per-class L1 is right."""
+"""The W+ fit of rewrite.toyworld.models.invert: it lowers the error, and its per-class L1 is right."""
 
 from __future__ import annotations
 
 import torch
 
-from rewrite.generators.toy_stylegan2 import build_toy_generator
+from rewrite.toyworld.models.generator import build_toy_generator
 from rewrite.toyworld import CLASSES, Z_DIM
-from rewrite.toyworld.invert import class_l1, fit_w_plus
+from rewrite.toyworld.models.invert import class_l1, fit_w_plus
 
 
 def test_fit_w_plus_lowers_l1_and_leaves_the_weights() -> None:

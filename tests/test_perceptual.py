@@ -1,4 +1,4 @@
-"""Tests for rewrite.perceptual: the EfficientNet-Lite0 backbone, the distances and the factory (CPU, offline)."""
+"""Tests for rewrite.core.perceptual: the EfficientNet-Lite0 backbone, the distances and the factory (CPU, offline)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor
 
-from rewrite import perceptual as P
+from rewrite.core import perceptual as P
 
 MILITARY_UNIFORM = 652  # ImageNet class of the Grace Hopper portrait, the classic sanity image
 

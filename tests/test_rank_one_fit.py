@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rewrite.problem import EditProblem
-from rewrite.stats import key_rows
+from rewrite.core.problem import EditProblem
+from rewrite.core.stats import key_rows
 from rewrite.strategies.rank_one import RankOne
 
 

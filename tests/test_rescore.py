@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from rewrite.rescore import main as rescore_main
-from rewrite.run import CONF_DIR, run
+from rewrite.bench.rescore import main as rescore_main
+from rewrite.cli import run
+from rewrite.pipeline import CONF_DIR
 
 
 def test_rescore_reproduces_the_runs_own_metrics(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""rewrite.benchmark's choices on hand-made validation folders (the runs themselves are real Hydra
+"""rewrite.bench.benchmark's choices on hand-made validation folders (the runs themselves are real Hydra
 multiruns, exercised in test_run)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rewrite import benchmark as rule_benchmark
+from rewrite.bench import benchmark as rule_benchmark
 
 
 def _job(root: Path, name: str, overrides: list[str], metrics: dict) -> Path:

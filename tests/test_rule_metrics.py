@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rewrite.generators.base import GeneratorAdapter
-from rewrite.rule_metrics import (
+from rewrite.eval.rule_metrics import (
     bootstrap_ci,
     change_footprint,
     dilate,
@@ -22,9 +22,9 @@ from rewrite.rule_metrics import (
     stayed,
 )
 from rewrite.toyworld import Z_DIM, ideal_edit, params_from_z, render
-from rewrite.toyworld.edits import toy_request
-from rewrite.toyworld.score import ToyRuleScore, untouched_seeds
-from rewrite.toyworld.segmenter import load_toy_segmenter
+from rewrite.toyworld.requests.edits import toy_request
+from rewrite.toyworld.requests.score import ToyRuleScore, untouched_seeds
+from rewrite.toyworld.models.segmenter import load_toy_segmenter
 
 HEADLINE = ("efficacy", "generality", "edit_score")
 
@@ -173,9 +173,9 @@ def test_bootstrap_interval_and_edit_score() -> None:
 
 
 def test_key_selectivity_against_a_direct_computation() -> None:
-    from rewrite.evaluate import Evaluator
-    from rewrite.problem import select
-    from rewrite.stats import key_rows
+    from rewrite.eval.evaluate import Evaluator
+    from rewrite.core.problem import select
+    from rewrite.core.stats import key_rows
     from tests.conftest import tiny_problem
 
     p = tiny_problem()
@@ -199,7 +199,7 @@ def test_key_selectivity_against_a_direct_computation() -> None:
 def test_washing_images_toward_an_average_cannot_buy_goal_pixels() -> None:
     """A paste goal is another image's content: pulling every image toward the mean brings some goal
     pixels within tolerance. Per image, reached × stayed keeps that from passing for generality."""
-    from rewrite.rule_metrics import rule_summary
+    from rewrite.eval.rule_metrics import rule_summary
 
     g = torch.Generator().manual_seed(2)
     before = torch.rand(8, 1, 16, 16, generator=g).expand(8, 3, 16, 16).clone()  # grey textures

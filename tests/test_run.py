@@ -15,9 +15,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from rewrite.artifact import EditArtifact
+from rewrite.editfile.artifact import EditArtifact
 from rewrite.generators.tiny import load_tiny
-from rewrite.run import CONF_DIR, load_request
+from rewrite.pipeline import CONF_DIR, load_request
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUPS = {g: sorted(p.stem for p in (Path(CONF_DIR) / g).glob("*.yaml"))
@@ -100,7 +100,7 @@ def test_multirun_one_wandb_run_per_job(tmp_path: Path) -> None:
         runs = list((job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, job
     # The sweep reads back as one table: the varying override is a column, one row per job.
-    table = subprocess.run([sys.executable, "-m", "rewrite.sweep_table", str(tmp_path / "sweep"), "--metrics",
+    table = subprocess.run([sys.executable, "-m", "rewrite.bench.sweep_table", str(tmp_path / "sweep"), "--metrics",
                             "value_loss,edit_time_s"], capture_output=True, text=True, check=True).stdout
     lines = table.strip().splitlines()
     assert lines[0] == "| strategy | value_loss | edit_time_s |" and len(lines) == 2 + 3
@@ -136,7 +136,7 @@ def test_generator_tuned_settings_are_the_strategy_defaults_and_yield_to_the_com
 
 
 def test_toy_generator_tuned_settings_are_the_benchmark_choices() -> None:
-    """The `tuned:` block holds what python -m rewrite.benchmark toy_dome_to_spire chose on validation scenes."""
+    """The `tuned:` block holds what python -m rewrite.bench.benchmark toy_dome_to_spire chose on validation scenes."""
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["generator=toy_stylegan2", "edit=toy_dome_to_spire"])
     s = instantiate(cfg.strategy)

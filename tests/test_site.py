@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from rewrite.checkpoints import load_state_dict_file
+from rewrite.core.checkpoints import load_state_dict_file
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.generators.dcgan_face import dcgan_generator
 from rewrite.generators.tiny import load_tiny, tiny_generator
-from rewrite.site import SITE_TYPES, EditSite, make_site
+from rewrite.core.site import SITE_TYPES, EditSite, make_site
 
 
 @pytest.mark.parametrize(("layer", "value_at"), [("main.0", "main.3"), ("main.4", "main.6"), ("main.7", "main.9"),
@@ -100,7 +100,7 @@ def test_make_site_builds_the_site_registered_for_the_layer_type(monkeypatch: py
 
 
 def test_site_module_knows_no_model_family() -> None:
-    code = ("import sys, rewrite.site; "
+    code = ("import sys, rewrite.core.site; "
             "assert not [m for m in sys.modules if m.startswith('rewrite.generators')], sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     from rewrite.generators.stylegan2 import StyledConv

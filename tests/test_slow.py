@@ -54,7 +54,7 @@ def test_the_wheel_runs_from_outside_the_checkout(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target), "WANDB_MODE": "disabled"}
-    where = subprocess.run([sys.executable, "-c", "import rewrite.run as r; print(r.__file__); print(r.CONF_DIR)"],
+    where = subprocess.run([sys.executable, "-c", "import rewrite.pipeline as r; print(r.__file__); print(r.CONF_DIR)"],
                            cwd=elsewhere, env=env, capture_output=True, text=True, check=True).stdout.split()
     assert all(p.startswith(str(target)) for p in where), where  # the installed copy, not the checkout
     proc = subprocess.run([sys.executable, "-m", "rewrite", "generator=toy_stylegan2", "edit=toy_dome_to_spire",

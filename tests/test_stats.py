@@ -11,9 +11,9 @@ from torch import Tensor, nn
 
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.generators.tiny import load_tiny
-from rewrite.keys import directions
-from rewrite.site import EditSite
-from rewrite.stats import SecondMoment, StatsCache, collect_key_moment, key_rows, key_statistics
+from rewrite.core.keys import directions
+from rewrite.core.site import EditSite
+from rewrite.core.stats import SecondMoment, StatsCache, collect_key_moment, key_rows, key_statistics
 
 
 def test_streaming_equals_direct_computation() -> None:
@@ -80,7 +80,7 @@ def test_cache_with_nan_is_deleted_and_recomputed(tmp_path: Path, caplog: pytest
     assert poisoned is not None
     poisoned.sum[0, 1] = float("nan")
     path = cache.save(ref.spec, poisoned)
-    with caplog.at_level(logging.WARNING, logger="rewrite.stats"):
+    with caplog.at_level(logging.WARNING, logger="rewrite.core.stats"):
         assert cache.load(ref.spec) is None
     assert path.name in caplog.text and "recomputed" in caplog.text
     assert not path.exists()

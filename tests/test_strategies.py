@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rewrite.problem import EditProblem
+from rewrite.core.problem import EditProblem
 from rewrite.strategies.closed_form import ClosedForm
 from rewrite.strategies.full_finetune import FullFinetune
 from rewrite.strategies.layer_finetune import LayerFinetune

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from rewrite.run import CONF_DIR
+from rewrite.pipeline import CONF_DIR
 
 STRATEGIES = sorted(p.stem for p in (Path(CONF_DIR) / "strategy").glob("*.yaml"))
 VARIANTS = {"low_rank": {"rank": 4}}

@@ -1,4 +1,4 @@
-"""rewrite.sweep_table on hand-made job folders (the real multirun is read back in test_run)."""
+"""rewrite.bench.sweep_table on hand-made job folders (the real multirun is read back in test_run)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rewrite.pareto import marker_sizes, pareto_front, short_label
-from rewrite.sweep_table import DEFAULT_METRICS, _interval, default_metrics, group_jobs, load_sweep, main, table
+from rewrite.bench.pareto import marker_sizes, pareto_front, short_label
+from rewrite.bench.sweep_table import DEFAULT_METRICS, _interval, default_metrics, group_jobs, load_sweep, main, table
 
 
 def _job(root: Path, name: str, overrides: list[str], metrics: dict | None) -> None:

@@ -10,16 +10,17 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from rewrite.generators.toy_stylegan2 import (
+from rewrite.toyworld.models.generator import (
     TOY_ARCHITECTURE,
     build_toy_generator,
     load_toy_stylegan2,
     toy_checkpoint_path,
 )
-from rewrite.run import CONF_DIR, run
+from rewrite.cli import run
+from rewrite.pipeline import CONF_DIR
 from rewrite.toyworld import CLASSES, RULES, Z_DIM, params_from_z, render
-from rewrite.toyworld.quality import class_ious, quality
-from rewrite.toyworld.segmenter import load_toy_segmenter, segmenter_path
+from rewrite.toyworld.models.quality import class_ious, quality
+from rewrite.toyworld.models.segmenter import load_toy_segmenter, segmenter_path
 
 
 @pytest.fixture(autouse=True)

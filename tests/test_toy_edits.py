@@ -8,8 +8,8 @@ from torch import Tensor, nn
 
 from rewrite.generators.base import GeneratorAdapter, seed_latents
 from rewrite.toyworld import CLASS_ID, RULES, Z_DIM, ideal_edit, params_from_z, render
-from rewrite.toyworld.edits import MAX_GOAL_MISS, toy_request
-from rewrite.toyworld.score import ToyRuleScore
+from rewrite.toyworld.requests.edits import MAX_GOAL_MISS, toy_request
+from rewrite.toyworld.requests.score import ToyRuleScore
 
 # Pixels each rule's paste / copy region must contain, in the paste / copy scene's true labels.
 PASTE_HAS = {"dome_to_spire": "dome", "remove_watermark": "watermark", "add_tree": None, "no_reflections": "reflection"}
@@ -66,7 +66,7 @@ class OracleWorld(nn.Module):
 
 
 def test_segmenter_figures_tell_whether_the_generator_draws_the_source() -> None:
-    from rewrite.toyworld.segmenter import load_toy_segmenter
+    from rewrite.toyworld.models.segmenter import load_toy_segmenter
 
     rule = "remove_watermark"
     req = toy_request(rule, heldout=4)

@@ -22,7 +22,7 @@ from rewrite.toyworld import (
     tree_boxes,
     watermark_box,
 )
-from rewrite.toyworld.params import SceneParams
+from rewrite.toyworld.world.params import SceneParams
 
 TOP_CLASSES = ("dome", "spire", "flat_top")  # indexed by top kind
 

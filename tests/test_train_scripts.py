@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rewrite.generators.toy_stylegan2 import load_toy_stylegan2
+from rewrite.toyworld.models.generator import load_toy_stylegan2
 from rewrite.toyworld import CLASSES, RULES
-from rewrite.toyworld.segmenter import load_toy_segmenter
-from rewrite.toyworld.training import class_weights, train_state_path
+from rewrite.toyworld.models.segmenter import load_toy_segmenter
+from rewrite.toyworld.models.training import class_weights, train_state_path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
@@ -49,7 +49,7 @@ def test_lr_schedule_takes_the_last_step_reached() -> None:
 
     from omegaconf import OmegaConf
 
-    from rewrite.toyworld.training import ToyGeneratorModule
+    from rewrite.toyworld.models.training import ToyGeneratorModule
 
     module = SimpleNamespace(cfg=OmegaConf.create({"lr": 2e-3, "lr_schedule": {6000: 5e-4, 9000: 1e-4}}))
     got = [ToyGeneratorModule.lr_at(module, s) for s in (0, 5999, 6000, 8999, 9000, 20000)]
@@ -59,7 +59,7 @@ def test_lr_schedule_takes_the_last_step_reached() -> None:
 
 def _train(tmp_path: Path, out: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "rewrite.toyworld.training", "batch_size=2", "eval.samples=4",
+        [sys.executable, "-m", "rewrite.toyworld.models.training", "batch_size=2", "eval.samples=4",
          "loss.perceptual_images=2", "architecture.channels={4:16,8:16,16:16,32:24,64:12}", "architecture.w_dim=16",
          f"out={out}", f"log_dir={tmp_path / 'logs'}", "torch_threads=1", "trainer.enable_progress_bar=false",
          "trainer.enable_model_summary=false", f"hydra.run.dir={tmp_path / 'hydra'}", *overrides],

@@ -1,7 +1,7 @@
 """The generator adapter: latents from seeds, images in [-1, 1], layers by dotted name.
 
 The adapter never copies or forks the wrapped model; everything else in the library reaches
-into it through forward hooks (see `rewrite.site`).
+into it through forward hooks (see `rewrite.core.site`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from rewrite.files import state_fingerprint
+from rewrite.core.files import state_fingerprint
 
 
 def seed_latents(seeds: Sequence[int], z_shape: Sequence[int]) -> Tensor:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import nn
 
-from rewrite.checkpoints import load_state_dict_file
+from rewrite.core.checkpoints import load_state_dict_file
 from rewrite.generators.base import GeneratorAdapter
 
 Z_DIM = 100

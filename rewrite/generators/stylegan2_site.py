@@ -5,7 +5,7 @@ tensor is the conv weight (stored layout (1, out, in, k, k)), and the value is t
 output after demodulation, noise, bias and activation. The layer's linear part (used by the closed
 form) is the modulated convolution before demodulation. Everything goes through a forward hook on
 the generator's own module and its own functional pieces; nothing is copied. Importing this module
-registers the site for `StyledConv` layers with `rewrite.site.make_site` (`rewrite.generators` does).
+registers the site for `StyledConv` layers with `rewrite.core.site.make_site` (`rewrite.generators` does).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.generators.stylegan2 import StyledConv
-from rewrite.site import Captured, EditSite, StopForward, register_site, run_until
+from rewrite.core.site import Captured, EditSite, StopForward, register_site, run_until
 
 
 class ModulatedConvSite(EditSite):

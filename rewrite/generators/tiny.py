@@ -42,7 +42,7 @@ def tiny_generator(z_dim: int = 16, width: int = 16, seed: int = 0) -> nn.Module
 def load_tiny(z_dim: int = 16, width: int = 16, seed: int = 0, checkpoint: str | None = None) -> GeneratorAdapter:
     model = tiny_generator(z_dim, width, seed)
     if checkpoint:
-        from rewrite.checkpoints import load_state_dict_file
+        from rewrite.core.checkpoints import load_state_dict_file
 
         load_state_dict_file(model, checkpoint)
     return GeneratorAdapter(model, z_shape=(z_dim,), name=f"tiny_w{width}_s{seed}")

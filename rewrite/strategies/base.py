@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rewrite.problem import EditProblem
+from rewrite.core.problem import EditProblem
 
 
 @dataclass

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rewrite.problem import EditProblem
-from rewrite.site import as_map
+from rewrite.core.problem import EditProblem
+from rewrite.core.site import as_map
 from rewrite.strategies.base import EditResult, LowRankDelta, Strategy
 from rewrite.strategies.directional import DirectionConfig
 

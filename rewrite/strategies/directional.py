@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rewrite.keys import KEY_METHODS
+from rewrite.core.keys import KEY_METHODS
 from rewrite.strategies.base import StrategyConfig
 
 

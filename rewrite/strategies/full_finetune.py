@@ -2,7 +2,7 @@
 
 Loss = perceptual(G(z_t), x*) + l1_weight·|G(z_t) − x*| (+ preserve_weight·same distances between
 G(z_i) and the original G0(z_i) on other samples). The perceptual term is LPIPS when its backbone
-weights are present, else the named EfficientNet-Lite0 substitute (see `rewrite.perceptual`).
+weights are present, else the named EfficientNet-Lite0 substitute (see `rewrite.core.perceptual`).
 The model is evaluated functionally with trained copies of its parameters; it is not modified
 until the result is applied.
 """
@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from rewrite.perceptual import make_perceptual
-from rewrite.problem import EditProblem
+from rewrite.core.perceptual import make_perceptual
+from rewrite.core.problem import EditProblem
 from rewrite.strategies.base import EditResult, Strategy, StrategyConfig
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rewrite.problem import EditProblem
+from rewrite.core.problem import EditProblem
 from rewrite.strategies.base import EditResult, Strategy, StrategyConfig
 
 

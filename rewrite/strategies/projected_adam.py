@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rewrite.problem import EditProblem
+from rewrite.core.problem import EditProblem
 from rewrite.strategies.base import EditResult, LowRankDelta
 from rewrite.strategies.directional import DirectionConfig
 from rewrite.strategies.layer_finetune import LayerFinetune, LayerFinetuneConfig

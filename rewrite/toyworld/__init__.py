@@ -7,11 +7,14 @@ Typical use:
     images, labels = render(params)  # (N, 3, 64, 64) in [0, 1]; (N, 64, 64) CLASSES ids
     target, _ = render(ideal_edit(params, "dome_to_spire"))  # the ideal rewritten outputs
 
-Modules: `params` (z -> SceneParams), `render`, `rules` (ideal edits), `labels` (classes, boxes).
+Rooms: `world/` (`params`: z -> SceneParams, `render`, `rules`: ideal edits, `labels`: classes and boxes,
+`code`), `models/` (the toy StyleGAN2 `generator`, the `segmenter`, their training and checks) and `requests/`
+(edit requests from the rules, `score`: the scorer against the ideal edits). The names below are the world's.
+The toy world builds on `rewrite.core`, `rewrite.generators` and `rewrite.eval`; nothing there imports it.
 """
 
-from rewrite.toyworld.labels import CLASS_ID, CLASSES, colourise, tower_top_boxes, tree_boxes, watermark_box
-from rewrite.toyworld.params import (
+from rewrite.toyworld.world.labels import CLASS_ID, CLASSES, colourise, tower_top_boxes, tree_boxes, watermark_box
+from rewrite.toyworld.world.params import (
     TOP_DOME,
     TOP_FLAT,
     TOP_KINDS,
@@ -22,8 +25,8 @@ from rewrite.toyworld.params import (
     params_from_z,
     sample_z,
 )
-from rewrite.toyworld.render import render
-from rewrite.toyworld.rules import RULE_CLASSES, RULES, ideal_edit
+from rewrite.toyworld.world.render import render
+from rewrite.toyworld.world.rules import RULE_CLASSES, RULES, ideal_edit
 
 __all__ = [
     "CLASSES",

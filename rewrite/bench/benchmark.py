@@ -1,0 +1,169 @@
+"""Every strategy on one rule, settings chosen on validation seeds and reported on test seeds.
+
+    python -m rewrite.bench.benchmark toy_dome_to_spire --out results/toy_dome_to_spire
+    python -m rewrite.bench.benchmark face_eyeglasses --out results/face_eyeglasses
+
+(`experiments/rule_benchmark.py` is the same entry point.)
+
+1. For each strategy a Hydra multirun over its search space (`conf/experiment/search_<family>_<strategy>.yaml`:
+   layer × key method × rank × context size × regularization weight, or lr for the fine-tunes) is
+   scored on the validation held-out seeds (`split=validation`): `<out>/val/<strategy>/`.
+2. Per strategy the job with the highest `edit_score` is chosen (ties: the faster one).
+3. Each chosen setting runs again on the test seeds (`split=test`, held-out seeds never used to choose):
+   `<out>/test/<n>_<strategy>/`.
+4. With `--examples N` (toy rules, whose requests have an `example` knob), each chosen setting runs
+   again on the test seeds with the copy/paste pairs 1 … N−1 (`<out>/examples/<n>_<strategy>/<k>/`): how
+   much a result depends on the one example it was given.
+5. `<out>/table.md` (the README's table: each strategy's chosen setting and its test scores with
+   95% intervals, and with `--examples` the edit_score's mean and range over the N examples);
+   `python -m rewrite.bench.sweep_table` adds `<out>/test.csv` and the Pareto plot
+   `<out>/pareto.png`; `<out>/chosen.json` records the choices and `<out>/commands.txt` every
+   command that ran. Phases whose folders are complete are skipped, so an interrupted benchmark
+   resumes; after `python -m rewrite.bench.rescore <out>/val` (new metrics, same edits) a rerun re-chooses
+   and runs again only the test runs whose choice changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from rewrite.core.files import atomic_write
+from rewrite.pipeline import CONF_DIR
+from rewrite.bench.sweep_table import load_sweep
+
+STRATEGIES = ("rank_one", "low_rank", "closed_form", "projected_adam", "layer_finetune", "full_finetune")
+COMMON = ["logger=csv", "progress=false", "torch_threads=1"]
+EXPERIMENTS = Path(CONF_DIR) / "experiment"
+
+
+def family(edit: str) -> str:
+    if edit.startswith("toy_"):
+        return "toy"
+    if edit.startswith("face_"):
+        return "face"
+    raise SystemExit(f"no search space for edit {edit!r}: expected a toy_* or face_* edit config")
+
+
+def run(cmd: list[str], log: Path) -> None:
+    with log.open("a") as f:
+        f.write(" ".join(cmd) + "\n")
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+
+
+def complete(folder: Path) -> bool:
+    """A multirun folder whose every job left metrics.json (so the phase can be skipped)."""
+    if not (folder / "multirun.yaml").is_file():
+        return False
+    try:
+        return not load_sweep(folder).unfinished
+    except ValueError:
+        return False
+
+
+def ran_with(folder: Path, overrides: list[str]) -> bool:
+    """Whether a finished test run used these overrides (a changed choice must run again)."""
+    path = folder / ".hydra" / "overrides.yaml"
+    return path.is_file() and set(overrides) <= set(OmegaConf.to_container(OmegaConf.load(path)) or [])
+
+
+def choose(folder: Path) -> tuple[dict[str, str], dict[str, object]]:
+    """The validation job with the highest edit_score (ties: least edit time): its overrides and metrics."""
+    sweep = load_sweep(folder)
+    rows = [r for r in sweep.rows if isinstance(r.get("edit_score"), float) and r["edit_score"] == r["edit_score"]]
+    if not rows:
+        raise SystemExit(f"no scored job in {folder}")
+    best = max(rows, key=lambda r: (r["edit_score"], -float(r.get("edit_time_s", 0.0))))
+    overrides = {k: str(v) for k, v in best.items() if "." in k}  # the swept settings (group.key=value)
+    return overrides, best
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("edit", help="edit config name, e.g. toy_dome_to_spire or face_eyeglasses")
+    ap.add_argument("--out", type=Path, required=True, help="output folder")
+    ap.add_argument("--strategies", default=None, help="comma-separated subset (default: all of the family's)")
+    ap.add_argument("--examples", type=int, default=1,
+                    help="also score each chosen setting with copy/paste pairs 1..N-1 on the test seeds (toy rules)")
+    args = ap.parse_args(argv)
+    fam = family(args.edit)
+    if args.examples < 1:
+        raise SystemExit(f"--examples must be ≥ 1, got {args.examples}")
+    if args.examples > 1 and "example" not in OmegaConf.load(Path(CONF_DIR) / "edit" / f"{args.edit}.yaml"):
+        raise SystemExit(f"--examples: edit {args.edit!r} has no `example` setting to vary (toy rules have one)")
+    names = args.strategies.split(",") if args.strategies else list(STRATEGIES)
+    out, log = args.out, args.out / "commands.txt"
+    out.mkdir(parents=True, exist_ok=True)
+    base = [sys.executable, "-m", "rewrite", f"edit={args.edit}", *COMMON]
+    chosen: dict[str, dict[str, object]] = {}
+    for name in names:
+        folder, experiment = out / "val" / name, f"search_{fam}_{name}"
+        if not (EXPERIMENTS / f"{experiment}.yaml").is_file():
+            raise SystemExit(f"no search space for {name} on {fam} rules: conf/experiment/{experiment}.yaml")
+        if not complete(folder):
+            print(f"[validation] {name}: +experiment={experiment}", flush=True)
+            run([*base[:3], "-m", *base[3:], f"+experiment={experiment}", "split=validation",
+                 f"hydra.sweep.dir={folder}"], log)
+        overrides, best = choose(folder)
+        chosen[name] = {"overrides": overrides, "validation_edit_score": best["edit_score"]}
+        print(f"[chosen] {name}: {overrides} (validation edit_score {best['edit_score']:.3f})", flush=True)
+    atomic_write(out / "chosen.json", lambda tmp: tmp.write_text(json.dumps(chosen, indent=2)))
+    for i, name in enumerate(names):
+        folder = out / "test" / f"{i}_{name}"
+        ov = [f"{k}={v}" for k, v in chosen[name]["overrides"].items()]  # type: ignore[union-attr]
+        if not (folder / "metrics.json").is_file() or not ran_with(folder, ov):
+            shutil.rmtree(folder, ignore_errors=True)
+            run([*base, f"+experiment=search_{fam}_{name}", *ov, "split=test", f"hydra.run.dir={folder}"], log)
+    for i, name in enumerate(names):
+        ov = [f"{k}={v}" for k, v in chosen[name]["overrides"].items()]  # type: ignore[union-attr]
+        for k in range(1, args.examples):
+            folder = out / "examples" / f"{i}_{name}" / str(k)
+            if not (folder / "metrics.json").is_file() or not ran_with(folder, [*ov, f"edit.example={k}"]):
+                shutil.rmtree(folder, ignore_errors=True)
+                print(f"[example {k}] {name}", flush=True)
+                run([*base, f"+experiment=search_{fam}_{name}", *ov, f"edit.example={k}", "split=test",
+                     f"hydra.run.dir={folder}"], log)
+    text = summary(out, names, chosen, args.examples)
+    atomic_write(out / "table.md", lambda tmp: tmp.write_text(text + "\n"))
+    print(text)
+    subprocess.run([sys.executable, "-m", "rewrite.bench.sweep_table", str(out / "test"), "--csv", str(out / "test.csv"),
+                    "--pareto", str(out / "pareto.png")], check=True, capture_output=True)
+    print(f"table: {out / 'table.md'}, {out / 'test.csv'}; Pareto plot: {out / 'pareto.png'}")
+
+
+def _ci(m: dict[str, object], key: str) -> str:
+    return f"{m[key]:.2f} [{m[key + '_ci_low']:.2f}, {m[key + '_ci_high']:.2f}]"
+
+
+def summary(out: Path, names: list[str], chosen: dict[str, dict[str, object]], examples: int = 1) -> str:
+    """One markdown row per strategy: its chosen setting and its test-seed scores (the README's table)."""
+    head = "| strategy | chosen on validation | efficacy | generality | specificity | edit_score | time s |"
+    rule = "|---|---|---|---|---|---|---|"
+    if examples > 1:
+        head, rule = head + f" edit_score, {examples} examples: mean [min, max] |", rule + "---|"
+    lines = [head, rule]
+    for i, name in enumerate(names):
+        m = json.loads((out / "test" / f"{i}_{name}" / "metrics.json").read_text())
+        setting = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in chosen[name]["overrides"].items())  # type: ignore
+        row = (f"| `{name}` | {setting} | {m['efficacy']:.2f} | {_ci(m, 'generality')} | "
+               f"{_ci(m, 'specificity')} | {_ci(m, 'edit_score')} | {m['edit_time_s']:.3g} |")
+        if examples > 1:
+            scores = [float(m["edit_score"])] + [
+                float(json.loads((out / "examples" / f"{i}_{name}" / str(k) / "metrics.json").read_text())["edit_score"])
+                for k in range(1, examples)]
+            row += f" {sum(scores) / len(scores):.2f} [{min(scores):.2f}, {max(scores):.2f}] |"
+        lines.append(row)
+    return "\n".join(lines)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Score an edit of the toy generator against the exactly known ideal edit, per pixel, through the segmenter.
+
+For every scene the ideal edited image is `render(ideal_edit(params, rule))` with its label map.
+The *change footprint* of a scene is where the ideal differs from the original render by more than
+the colour tolerance or in class. With `rewrite.eval.rule_metrics`:
+
+* a footprint pixel of a generated image reaches the goal when the segmenter reads the ideal's class
+  there and its colour is within `tol` of the ideal render (the paper's "% of dome pixels now spire",
+  made strict: a blur or a smear of colour does not pass);
+* any other pixel stays when its class (as read by the segmenter) and its colour (within `tol`)
+  are as in the unedited generator's image.
+
+Footprint pixels that the unedited generator already draws as the ideal need no edit and are left
+out, so an edit that does nothing scores 0. `efficacy` is the target scene's share (times the share
+of its other pixels that stayed, see `rewrite.eval.rule_metrics`), `generality` the same over held-out
+scenes, `specificity` the mean over the held-out scenes' pixels outside the footprint
+(grown by `margin` pixels, where edges of generated parts legitimately move) and over whole scenes
+the rule leaves alone. Diagnostics: `toy_footprint_fidelity_before` (how well the unedited generator
+draws the scenes where the rule acts: a ceiling for generality), the class-only and colour-only
+parts, the paper-style `toy_segmenter_changed_fraction`, and `toy_source_recall_before` (the share
+of true source-class pixels the segmenter finds in the unedited images: near 0 means the generator
+does not draw what the rule acts on, so nothing can be measured).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+from rewrite.core.request import EditRequest
+from rewrite.generators.base import GeneratorAdapter, seed_latents
+from rewrite.eval.rule_metrics import (
+    DEFAULT_TOL,
+    change_footprint,
+    dilate,
+    goal_reached,
+    rule_summary,
+    share,
+    stayed,
+    to01,
+    within,
+)
+from rewrite.toyworld.world.labels import CLASS_ID
+from rewrite.toyworld.world.params import Z_DIM, params_from_z
+from rewrite.toyworld.world.render import render
+from rewrite.toyworld.world.rules import ideal_edit
+from rewrite.toyworld.models.segmenter import ToySegmenter, load_toy_segmenter, segmenter_path
+
+# (class whose pixels should change, class they should become) for the paper-style segmenter figure
+SEG_FIGURE = {
+    "dome_to_spire": ("dome", "spire"),
+    "remove_watermark": ("watermark", None),  # None: anything but the source class
+    "add_tree": (None, "tree"),  # None: the footprint pixels
+    "no_reflections": ("reflection", "water"),
+}
+
+
+def _images01(adapter: GeneratorAdapter, z: Tensor) -> Tensor:
+    return to01(adapter.generate(z))
+
+
+class _Scenes:
+    """Renders, ideal renders, footprints and the unedited generator's images for a list of latents."""
+
+    def __init__(self, adapter: GeneratorAdapter, z: Tensor, rule: str, tol: float, margin: int,
+                 segmenter: ToySegmenter) -> None:
+        params = params_from_z(z.cpu())
+        self.original, self.true_labels = render(params)
+        self.ideal, self.ideal_labels = render(ideal_edit(params, rule))
+        touched = ~within(self.original, self.ideal, 1 / 255) | (self.true_labels != self.ideal_labels)
+        self.keep = ~dilate(touched, margin)
+        self.before = _images01(adapter, z)
+        self.before_labels = segmenter.labels(self.before)
+        self.must_change = change_footprint(self.original, self.ideal, tol, self.true_labels, self.ideal_labels)
+        # Pixels the unedited generator already draws as the ideal need no edit: left out, so no edit scores 0.
+        self.footprint = self.must_change & change_footprint(self.before, self.ideal, tol, self.before_labels,
+                                                             self.ideal_labels)
+
+
+class ToyRuleScore:
+    """Snapshot at construction (unedited model); `metrics()` after the edit is applied.
+
+    `seeds` are held-out scenes the rule changes, `untouched_seeds` scenes it leaves alone,
+    `target_seed` the scene the edit was made on (for `efficacy`).
+    """
+
+    def __init__(self, adapter: GeneratorAdapter, rule: str, seeds: list[int], untouched_seeds: list[int],
+                 segmenter: ToySegmenter, target_seed: int | None = None, tol: float = DEFAULT_TOL,
+                 margin: int = 1) -> None:
+        if not seeds:
+            raise ValueError("toy scoring needs held-out scenes")
+        self.adapter, self.rule, self.segmenter, self.tol = adapter, rule, segmenter, tol
+        self.z = adapter.sample_z(seeds)
+        self.held = _Scenes(adapter, self.z, rule, tol, margin, segmenter)
+        empty = ~self.held.must_change.flatten(1).any(1)
+        if bool(empty.any()):
+            bad = [s for s, e in zip(seeds, empty.tolist(), strict=True) if e]
+            raise ValueError(f"held-out scenes {bad} are not changed by rule {rule!r}")
+        self.z_target = adapter.sample_z([target_seed]) if target_seed is not None else None
+        self.target = _Scenes(adapter, self.z_target, rule, tol, margin, segmenter) if self.z_target is not None \
+            else None
+        self.z_untouched = adapter.sample_z(untouched_seeds) if untouched_seeds else None
+        if self.z_untouched is not None:
+            self.before_untouched = _images01(adapter, self.z_untouched)
+            self.before_untouched_labels = segmenter.labels(self.before_untouched)
+
+    def _reached(self, s: _Scenes, images: Tensor, labels: Tensor) -> Tensor:
+        return goal_reached(images, s.ideal, s.footprint, self.tol, labels, s.ideal_labels)
+
+    def _stayed(self, s: _Scenes, images: Tensor, labels: Tensor) -> Tensor:
+        return stayed(images, s.before, s.keep, self.tol, labels, s.before_labels)
+
+    def ideal(self, z: Tensor) -> Tensor:
+        """The ideal edited images of latents `z` (the run's grid shows them as a last column)."""
+        return ideal_images(z, self.rule)
+
+    @torch.no_grad()
+    def metrics(self) -> dict[str, float]:
+        h, seg = self.held, self.segmenter
+        after = _images01(self.adapter, self.z)
+        labels = seg.labels(after)
+        generality = self._reached(h, after, labels)
+        keep = [self._stayed(h, after, labels)]
+        heldout = (generality, keep[0])
+        if self.target is not None:
+            t_after = _images01(self.adapter, self.z_target)
+            t_labels = seg.labels(t_after)
+            keep.append(self._stayed(self.target, t_after, t_labels))
+            target = (self._reached(self.target, t_after, t_labels), keep[-1])
+        else:
+            target = (torch.full((1,), float("nan")), torch.full((1,), float("nan")))
+        m: dict[str, float] = {}
+        if self.z_untouched is not None:
+            u_after = _images01(self.adapter, self.z_untouched)
+            everywhere = torch.ones(u_after.shape[0], *u_after.shape[-2:], dtype=torch.bool)
+            untouched = stayed(u_after, self.before_untouched, everywhere, self.tol, seg.labels(u_after),
+                               self.before_untouched_labels)
+            keep.append(untouched)
+            m["specificity_untouched"] = float(untouched.mean())
+            m["n_untouched"] = len(untouched)
+            m["toy_damage_l1_untouched_scenes"] = float((u_after - self.before_untouched).abs().mean())
+        m.update(rule_summary(target, heldout, torch.cat(keep)))
+        m["specificity_heldout_outside"] = float(keep[0].mean())
+        # How well the unedited generator draws these scenes where the rule acts: a ceiling for generality.
+        m["toy_footprint_fidelity_before"] = float(goal_reached(h.before, h.original, h.must_change, self.tol,
+                                                                h.before_labels, h.true_labels).mean())
+        m["generality_class_agreement"] = float(share(labels == h.ideal_labels, h.footprint).mean())
+        m["generality_pixel_agreement"] = float(share(within(after, h.ideal, self.tol), h.footprint).mean())
+        m["toy_damage_l1_outside_footprint"] = float(((after - h.before).abs().mean(1) * h.keep).sum()
+                                                     / h.keep.sum().clamp_min(1))
+        src, dst = SEG_FIGURE[self.rule]
+        region = (h.before_labels == CLASS_ID[src]) if src else h.footprint
+        hit = (labels == CLASS_ID[dst]) if dst else (labels != CLASS_ID[src])
+        if region.any():
+            m["toy_segmenter_changed_fraction"] = float(hit[region].float().mean())
+        if src:  # does the unedited generator draw what the rule acts on? (else nothing can be measured)
+            true_src = h.true_labels == CLASS_ID[src]
+            m["toy_source_recall_before"] = float((h.before_labels[true_src] == CLASS_ID[src]).float().mean())
+        m["score_source"] = "toy_ideal"  # type: ignore[assignment]
+        return m
+
+
+def toy_rule_scorer(adapter: GeneratorAdapter, request: EditRequest, rule: str, tol: float = DEFAULT_TOL,
+                    margin: int = 1, heldout_offset: int = 0, untouched: int = 32,
+                    untouched_start: int = 2_000_000) -> ToyRuleScore:
+    """The `eval.scorers` factory (`conf/scorer/toy_ideal.yaml`): one score per held-out scene of the request,
+    `untouched` scenes the rule leaves alone from `untouched_start` (+ the split's offset), the committed segmenter."""
+    if not segmenter_path().is_file():
+        raise FileNotFoundError(f"toy-world scoring needs the segmenter weights at {segmenter_path()}")
+    seeds = list(dict.fromkeys(r.seed for r in request.heldout))
+    return ToyRuleScore(adapter, rule, seeds, untouched_seeds(rule, untouched_start + heldout_offset, untouched),
+                        load_toy_segmenter(), target_seed=request.paste.seed, tol=tol, margin=margin)
+
+
+def ideal_images(z: Tensor, rule: str) -> Tensor:
+    """The exactly known edited images of latents `z`, in [-1, 1] like a generator's output."""
+    return render(ideal_edit(params_from_z(z.cpu()), rule))[0].to(z.device) * 2 - 1
+
+
+def untouched_seeds(rule: str, start: int, count: int) -> list[int]:
+    """Seeds from `start` whose scenes the rule does not change at all (for damage elsewhere)."""
+    return list(_untouched_seeds(rule, start, count))
+
+
+@functools.lru_cache(maxsize=32)  # every job of a multirun asks for the same seeds: render them once
+def _untouched_seeds(rule: str, start: int, count: int) -> tuple[int, ...]:
+    seeds, found = start, []
+    while len(found) < count and seeds < start + 50 * count:
+        batch = list(range(seeds, seeds + 4 * count))
+        p = params_from_z(seed_latents(batch, (Z_DIM,)))
+        same = (render(p)[0] == render(ideal_edit(p, rule))[0]).flatten(1).all(1)
+        found += [s for s, ok in zip(batch, same.tolist(), strict=True) if ok]
+        seeds += 4 * count
+    return tuple(found[:count])
