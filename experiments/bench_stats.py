@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import torch
 
+from rewrite.core.site import make_site
 from rewrite.generators.dcgan_face import load_dcgan_face
 from rewrite.toyworld.models.generator import load_toy_stylegan2
-from rewrite.core.site import make_site
 
 MODELS = {"dcgan_face": (load_dcgan_face, ["main.0", "main.6", "main.12"]),
           "toy_stylegan2": (load_toy_stylegan2, ["conv1", "convs.3", "convs.7"])}

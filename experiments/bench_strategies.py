@@ -21,10 +21,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from rewrite.eval.evaluate import Evaluator
-from rewrite.eval.grid import before_after_grid
 from rewrite.core.perceptual import make_perceptual
 from rewrite.core.problem import EditProblem
+from rewrite.eval.evaluate import Evaluator
+from rewrite.eval.grid import before_after_grid
 from rewrite.pipeline import CONF_DIR, build_edit
 from rewrite.strategies.base import EditResult, Strategy
 

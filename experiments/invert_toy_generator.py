@@ -15,8 +15,8 @@ import argparse
 import torch
 import torchvision
 
-from rewrite.toyworld.models.generator import load_toy_stylegan2
 from rewrite.toyworld import Z_DIM, params_from_z, render
+from rewrite.toyworld.models.generator import load_toy_stylegan2
 from rewrite.toyworld.models.invert import class_l1, fit_w_plus
 
 

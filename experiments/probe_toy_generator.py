@@ -14,8 +14,8 @@ import math
 
 import torch
 
-from rewrite.toyworld.models.generator import load_toy_stylegan2
 from rewrite.toyworld.models.factors import factor_table
+from rewrite.toyworld.models.generator import load_toy_stylegan2
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Train the toy-world generator: a thin entry point to `python -m rewrite.toyworld.models.training` (same overrides)."""
+"""Train the toy-world generator: a thin entry point to `python -m rewrite.toyworld.models.training`
+(same overrides)."""
 
 from rewrite.toyworld.models.training import main
 

@@ -16,11 +16,11 @@ from pytorch_lightning.loggers import WandbLogger
 
 from rewrite.core.files import atomic_write, writable_dir
 from rewrite.core.perceptual import make_perceptual
-from rewrite.strategies.base import Strategy
-from rewrite.pipeline import CONF_DIR, resolved, build_edit, build_scorers, output_dir
+from rewrite.pipeline import CONF_DIR, build_edit, build_scorers, output_dir, resolved
 from rewrite.runner.callbacks import BeforeAfterGrid, EditMetrics
 from rewrite.runner.lightning_module import RewriteModule
 from rewrite.runner.outputs import save_edit
+from rewrite.strategies.base import Strategy
 
 log = logging.getLogger(__name__)
 

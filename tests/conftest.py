@@ -21,9 +21,11 @@ def _isolated(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
     torch.manual_seed(0)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread() -> None:
-    """The toy renderer's many small ops stall with 2 threads on a busy machine."""
+    """One intra-op thread for a test module (`pytestmark = pytest.mark.usefixtures("one_thread")`): on a
+    small shared CPU, torch's thread barriers stall (several times slower) whenever another process holds
+    a core, and the toy renderer's ops are short. Module-wide, so module fixtures that render get it too."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -12,19 +12,19 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from rewrite.editfile.artifact import EditArtifact, WrongBaseError
-from rewrite.core.request import EditRequest, EditRequestError
 from rewrite.core.files import writable_dir
-from rewrite.generators.dcgan_face import load_dcgan_face
-from rewrite.generators.tiny import load_tiny
-from rewrite.toyworld.models.generator import build_toy_generator, load_toy_stylegan2
 from rewrite.core.problem import build_problem
-from rewrite.pipeline import build_scorers
+from rewrite.core.request import EditRequest, EditRequestError
 from rewrite.core.site import EditSite, make_site
 from rewrite.core.stats import StatsCache, key_statistics
+from rewrite.editfile.artifact import EditArtifact, WrongBaseError
+from rewrite.generators.dcgan_face import load_dcgan_face
+from rewrite.generators.tiny import load_tiny
+from rewrite.pipeline import build_scorers
 from rewrite.strategies.base import EditResult
 from rewrite.strategies.rank_one import RankOne
 from rewrite.toyworld import ideal_edit, params_from_z, sample_z
+from rewrite.toyworld.models.generator import build_toy_generator, load_toy_stylegan2
 
 ROOT = Path(__file__).resolve().parent.parent
 BOX = {"name": "b", "copy": {"seed": 1, "box": [4, 4, 10, 8]}, "paste": {"seed": 2, "box": [6, 8, 12, 12]}}

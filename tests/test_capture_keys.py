@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rewrite.generators.tiny import load_tiny
 from rewrite.core.site import EditSite, make_site
+from rewrite.generators.tiny import load_tiny
 from tests.test_modulated_site import tiny_stylegan2
 
 

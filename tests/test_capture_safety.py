@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from rewrite.core.site import EditSite, as_map, make_site
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.generators.stylegan2 import StyleGAN2Generator
-from rewrite.core.site import EditSite, as_map, make_site
 
 
 def dcgan_like() -> GeneratorAdapter:

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rewrite.core.request import EditRequest
-from rewrite.generators.base import GeneratorAdapter
 from rewrite.core.keys import directions
 from rewrite.core.problem import EditProblem
+from rewrite.core.request import EditRequest
 from rewrite.core.site import Captured, EditSite
+from rewrite.generators.base import GeneratorAdapter
 from rewrite.strategies.closed_form import ClosedForm
 
 

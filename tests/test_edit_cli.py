@@ -10,10 +10,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
+from rewrite.cli import run
 from rewrite.editfile.artifact import EditArtifact
 from rewrite.editfile.cli import main as cli
 from rewrite.generators.tiny import tiny_generator
-from rewrite.cli import run
 from rewrite.pipeline import CONF_DIR
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from rewrite.core.request import EditRequest, EditRequestError, resample
 from rewrite.core.problem import paste, select, shift
+from rewrite.core.request import EditRequest, EditRequestError, resample
 
 BOX = {"seed": 1, "box": [4, 4, 8, 8]}
 

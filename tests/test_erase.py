@@ -9,12 +9,12 @@ import pytest
 import torch
 import yaml
 
-from rewrite.core.request import EditRequest, EditRequestError, resample
 from rewrite.core.erase import erase_value, generate_with_value, top_units
-from rewrite.eval.evaluate import Evaluator
 from rewrite.core.problem import EditProblem, build_problem
+from rewrite.core.request import EditRequest, EditRequestError, resample
 from rewrite.core.site import make_site
 from rewrite.core.stats import collect_key_moment
+from rewrite.eval.evaluate import Evaluator
 from rewrite.strategies.closed_form import ClosedForm
 from rewrite.strategies.gan_dissection import GanDissection
 from rewrite.strategies.projected_adam import ProjectedAdam

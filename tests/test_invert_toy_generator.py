@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from rewrite.toyworld.models.generator import build_toy_generator
 from rewrite.toyworld import CLASSES, Z_DIM
+from rewrite.toyworld.models.generator import build_toy_generator
 from rewrite.toyworld.models.invert import class_l1, fit_w_plus
 
 

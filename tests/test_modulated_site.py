@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rewrite.core.problem import build_problem
 from rewrite.core.request import EditRequest
+from rewrite.core.site import make_site
+from rewrite.core.stats import collect_key_moment
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.generators.stylegan2 import StyleGAN2Generator
 from rewrite.generators.stylegan2_site import ModulatedConvSite
-from rewrite.core.problem import build_problem
-from rewrite.core.site import make_site
-from rewrite.core.stats import collect_key_moment
 from rewrite.strategies.closed_form import ClosedForm
 from rewrite.strategies.rank_one import RankOne
 

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rewrite.generators.base import GeneratorAdapter
 from rewrite.eval.rule_metrics import (
     bootstrap_ci,
     change_footprint,
@@ -21,10 +20,11 @@ from rewrite.eval.rule_metrics import (
     mean_with_ci,
     stayed,
 )
+from rewrite.generators.base import GeneratorAdapter
 from rewrite.toyworld import Z_DIM, ideal_edit, params_from_z, render
+from rewrite.toyworld.models.segmenter import load_toy_segmenter
 from rewrite.toyworld.requests.edits import toy_request
 from rewrite.toyworld.requests.score import ToyRuleScore, untouched_seeds
-from rewrite.toyworld.models.segmenter import load_toy_segmenter
 
 HEADLINE = ("efficacy", "generality", "edit_score")
 
@@ -173,9 +173,9 @@ def test_bootstrap_interval_and_edit_score() -> None:
 
 
 def test_key_selectivity_against_a_direct_computation() -> None:
-    from rewrite.eval.evaluate import Evaluator
     from rewrite.core.problem import select
     from rewrite.core.stats import key_rows
+    from rewrite.eval.evaluate import Evaluator
     from tests.conftest import tiny_problem
 
     p = tiny_problem()

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from rewrite.core.checkpoints import load_state_dict_file
+from rewrite.core.site import SITE_TYPES, EditSite, make_site
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.generators.dcgan_face import dcgan_generator
 from rewrite.generators.tiny import load_tiny, tiny_generator
-from rewrite.core.site import SITE_TYPES, EditSite, make_site
 
 
 @pytest.mark.parametrize(("layer", "value_at"), [("main.0", "main.3"), ("main.4", "main.6"), ("main.7", "main.9"),

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from rewrite.generators.base import GeneratorAdapter
-from rewrite.generators.tiny import load_tiny
 from rewrite.core.keys import directions
 from rewrite.core.site import EditSite
 from rewrite.core.stats import SecondMoment, StatsCache, collect_key_moment, key_rows, key_statistics
+from rewrite.generators.base import GeneratorAdapter
+from rewrite.generators.tiny import load_tiny
 
 
 def test_streaming_equals_direct_computation() -> None:

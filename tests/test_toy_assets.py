@@ -10,25 +10,19 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from rewrite.cli import run
+from rewrite.pipeline import CONF_DIR
+from rewrite.toyworld import CLASSES, RULES, Z_DIM, params_from_z, render
 from rewrite.toyworld.models.generator import (
     TOY_ARCHITECTURE,
     build_toy_generator,
     load_toy_stylegan2,
     toy_checkpoint_path,
 )
-from rewrite.cli import run
-from rewrite.pipeline import CONF_DIR
-from rewrite.toyworld import CLASSES, RULES, Z_DIM, params_from_z, render
 from rewrite.toyworld.models.quality import class_ious, quality
 from rewrite.toyworld.models.segmenter import load_toy_segmenter, segmenter_path
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("path", [toy_checkpoint_path(), segmenter_path()], ids=["generator", "segmenter"])

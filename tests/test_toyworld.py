@@ -27,14 +27,7 @@ from rewrite.toyworld.world.params import SceneParams
 TOP_CLASSES = ("dome", "spire", "flat_top")  # indexed by top kind
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a small shared CPU, torch's thread barriers stall (several times
-    slower) whenever another process holds a core, and the renderer's ops are short."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rewrite.toyworld.models.generator import load_toy_stylegan2
 from rewrite.toyworld import CLASSES, RULES
+from rewrite.toyworld.models.generator import load_toy_stylegan2
 from rewrite.toyworld.models.segmenter import load_toy_segmenter
 from rewrite.toyworld.models.training import class_weights, train_state_path
 

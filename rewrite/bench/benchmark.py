@@ -35,9 +35,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from rewrite.bench.sweep_table import load_sweep
 from rewrite.core.files import atomic_write
 from rewrite.pipeline import CONF_DIR
-from rewrite.bench.sweep_table import load_sweep
 
 STRATEGIES = ("rank_one", "low_rank", "closed_form", "projected_adam", "layer_finetune", "full_finetune")
 COMMON = ["logger=csv", "progress=false", "torch_threads=1"]
@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     text = summary(out, names, chosen, args.examples)
     atomic_write(out / "table.md", lambda tmp: tmp.write_text(text + "\n"))
     print(text)
-    subprocess.run([sys.executable, "-m", "rewrite.bench.sweep_table", str(out / "test"), "--csv", str(out / "test.csv"),
+    subprocess.run([sys.executable, "-m", "rewrite.bench.sweep_table", str(out / "test"),
+                    "--csv", str(out / "test.csv"),
                     "--pareto", str(out / "pareto.png")], check=True, capture_output=True)
     print(f"table: {out / 'table.md'}, {out / 'test.csv'}; Pareto plot: {out / 'pareto.png'}")
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from rewrite.core.files import atomic_write
+from rewrite.core.perceptual import make_perceptual
 from rewrite.editfile.artifact import EditArtifact
 from rewrite.eval.evaluate import Evaluator
-from rewrite.core.files import atomic_write
-from rewrite.runner.outputs import EDIT_FILE
-from rewrite.core.perceptual import make_perceptual
 from rewrite.pipeline import build_edit, build_scorers
+from rewrite.runner.outputs import EDIT_FILE
 from rewrite.strategies.base import EditResult
 
 KEPT = ("edit_time_s", "stats_time_s", "stats_cached", "strategy", "split")  # the edit's own figures

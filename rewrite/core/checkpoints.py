@@ -8,8 +8,9 @@ import torch
 from torch import Tensor, nn
 
 
-def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tensor]:
-    """A state dict from a `.safetensors` file or a weights-only torch file (optionally under `key`)."""
+def load_weights_only(path: str | Path) -> object:
+    """What a `.safetensors` file or a torch file holds, read without running pickled code (the one reader
+    of checkpoints: generators, the toy segmenter and `rewrite-edit` all come through here)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -17,11 +18,15 @@ def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tenso
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            obj: object = load_file(str(path))
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt archive, truncated file, pickled code…
         raise ValueError(f"cannot read checkpoint {path} as weights ({type(e).__name__}: {e})") from e
+
+
+def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tensor]:
+    """A state dict from a `.safetensors` file or a weights-only torch file (optionally under `key`)."""
+    obj = load_weights_only(path)
     if key is not None and isinstance(obj, dict) and key in obj:
         obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):

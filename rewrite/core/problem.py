@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rewrite.core.request import EditRequest, Region, resample
 from rewrite.core.erase import erase_layer_out, erase_value, generate_with_value, top_units
 from rewrite.core.keys import directions
+from rewrite.core.request import EditRequest, Region, resample
 from rewrite.core.site import Captured, EditSite, as_map
 from rewrite.core.stats import key_rows
 

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rewrite.core.trace import Trace
+
 if TYPE_CHECKING:  # a runtime import would run rewrite.generators, which registers sites here: a circle
     from rewrite.generators.base import GeneratorAdapter
 
@@ -48,6 +50,15 @@ class EditSite:
         self.adapter = adapter
         self.layer_name = layer
         self.layer = adapter.module(layer)
+        self._check_layer(value_at)
+        self.value_at = self._resolve_value_at(value_at)
+        self.value_module = adapter.module(self.value_at)
+        self._tail = self._tail_modules()
+        self.weight_name = adapter.parameter_name(self.weight_module, "weight")
+
+    def _check_layer(self, value_at: str | None) -> None:
+        """Refuse a layer this site cannot edit (a subclass checks its own layer type)."""
+        layer = self.layer_name
         if not isinstance(self.layer, SUPPORTED):
             raise TypeError(
                 f"layer {layer!r} is a {type(self.layer).__name__}; supported layer types are "
@@ -60,11 +71,16 @@ class EditSite:
                 raise TypeError(f"layer {layer!r} uses padding_mode={self.layer.padding_mode!r}; only 'zeros'")
             if isinstance(self.layer.padding, str):
                 raise TypeError(f"layer {layer!r} uses padding={self.layer.padding!r}; give explicit padding")
-        self.value_at = _relative_value_at(layer, value_at) if value_at and value_at.startswith("+") else \
-            value_at or layer
-        self.value_module = adapter.module(self.value_at)
-        self._tail = self._tail_modules()
-        self.weight_name = adapter.parameter_name(self.layer, "weight")
+
+    def _resolve_value_at(self, value_at: str | None) -> str:
+        if value_at and value_at.startswith("+"):
+            return _relative_value_at(self.layer_name, value_at)
+        return value_at or self.layer_name
+
+    @property
+    def weight_module(self) -> nn.Module:
+        """The module that owns the edited weight."""
+        return self.layer
 
     # --- structure ----------------------------------------------------------------------
     def _tail_modules(self) -> list[nn.Module]:
@@ -112,48 +128,29 @@ class EditSite:
         return int(self.weight.shape[self.in_axis])
 
     # --- capture ------------------------------------------------------------------------
+    def _keys(self, args: tuple[Tensor, ...], _kwargs: dict, _out: object = None) -> dict[str, Tensor]:
+        k = args[0]
+        if isinstance(self.layer, nn.Linear) and k.dim() != 2:
+            raise TypeError(f"Linear layer {self.layer_name!r} gets input of shape {tuple(k.shape)}; "
+                            "only (N, features) inputs are supported")
+        return {"keys": as_map(k)}
+
     @torch.no_grad()
     def capture(self, z: Tensor) -> Captured:
-        """Run the generator once and keep the keys, the layer output and the value.
-
-        Each tensor is cloned inside its hook: a later in-place op (e.g. `ReLU(inplace=True)` after
-        the value module) would otherwise overwrite what was stored before the forward pass ends.
-        """
-        store: dict[str, Tensor] = {}
-
-        def on_layer(_m: nn.Module, inp: tuple[Tensor, ...], out: Tensor) -> None:
-            k = inp[0]
-            if isinstance(self.layer, nn.Linear) and k.dim() != 2:
-                raise TypeError(f"Linear layer {self.layer_name!r} gets input of shape {tuple(k.shape)}; "
-                                "only (N, features) inputs are supported")
-            store["keys"], store["layer_out"] = as_map(k.detach().clone()), out.detach().clone()
-
-        def on_value(_m: nn.Module, _inp: tuple[Tensor, ...], out: Tensor) -> None:
-            store["value"] = out.detach().clone()
-
-        handles = [self.layer.register_forward_hook(on_layer), self.value_module.register_forward_hook(on_value)]
-        try:
+        """Run the generator once and keep the keys, the layer output and the value."""
+        layer = Trace(self.layer, lambda args, kw, out: {**self._keys(args, kw), "layer_out": out})
+        value = Trace(self.value_module, lambda _args, _kw, out: {"value": out})
+        with layer, value:
             self.adapter.model(z)
-        finally:
-            for h in handles:
-                h.remove()
-        return Captured(store["keys"], store["layer_out"], store["value"])
+        return Captured(layer["keys"], layer["layer_out"], value["value"])
 
     @torch.no_grad()
     def capture_keys(self, z: Tensor) -> Tensor:
         """Only the keys (N, in, Hk, Wk): the forward pass stops at the layer, so statistics cost a
         forward up to the layer, not through the whole generator."""
-        store: dict[str, Tensor] = {}
-
-        def on_layer(_m: nn.Module, inp: tuple[Tensor, ...]) -> None:
-            k = inp[0]
-            if isinstance(self.layer, nn.Linear) and k.dim() != 2:
-                raise TypeError(f"Linear layer {self.layer_name!r} gets input of shape {tuple(k.shape)}; "
-                                "only (N, features) inputs are supported")
-            store["keys"] = as_map(k.detach().clone())
-            raise StopForward
-
-        return run_until(self.adapter.model, z, self.layer.register_forward_pre_hook(on_layer), store)
+        with Trace(self.layer, self._keys, before=True, stop=True) as t:
+            self.adapter.model(z)
+        return t["keys"]
 
     # --- functional layer ---------------------------------------------------------------
     def _op(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -204,24 +201,6 @@ class EditSite:
     def coordinates(self, delta: Tensor, d: Tensor) -> Tensor:
         """Λ with ΔW = Λ Dᵀ for a ΔW already in the span (orthonormal D)."""
         return _along_in(delta, self.in_axis, lambda x: x @ d.to(x.dtype))
-
-
-class StopForward(Exception):
-    """Raised by a hook to end a forward pass once it has what it came for."""
-
-
-def run_until(model: nn.Module, z: Tensor, handle: torch.utils.hooks.RemovableHandle,
-              store: dict[str, Tensor]) -> Tensor:
-    """Run `model(z)` until the hook behind `handle` raises StopForward; return the keys it stored."""
-    try:
-        model(z)
-    except StopForward:
-        pass
-    finally:
-        handle.remove()
-    if "keys" not in store:
-        raise RuntimeError("the generator's forward pass never reached the edited layer")
-    return store["keys"]
 
 
 def _relative_value_at(layer: str, value_at: str) -> str:

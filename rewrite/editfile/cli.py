@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
-from rewrite.editfile.artifact import EditArtifact, WrongBaseError
+from rewrite.core.checkpoints import load_weights_only
 from rewrite.core.files import atomic_write, file_sha256, state_fingerprint
+from rewrite.editfile.artifact import EditArtifact, WrongBaseError
 
 STACK_FORMAT = "rewrite-stack/1"
 
@@ -68,13 +69,7 @@ def read_checkpoint(path: str | Path, key: str | None = None, want_sha256: str |
     """Read `path`; with no `key`, the state dict is the file itself, its only dict of tensors, or the one
     whose weights have sha256 `want_sha256` (the base of the first edit)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        obj = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(
-            path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated, or holding pickled code
-        raise ValueError(f"cannot read {path} as a weights-only checkpoint ({type(e).__name__}: {e})") from e
+    obj = load_weights_only(path)
     if key is not None:
         if not isinstance(obj, dict) or not _is_state(obj.get(key)):
             raise ValueError(f"{path} has no state dict under key {key!r}")

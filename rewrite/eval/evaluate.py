@@ -15,10 +15,11 @@ import logging
 import torch
 from torch import Tensor
 
-from rewrite.core.request import Region, resample
 from rewrite.core.erase import erase_value, generate_with_value
 from rewrite.core.perceptual import PerceptualDistance
 from rewrite.core.problem import EditProblem, paste, select
+from rewrite.core.request import Region, resample
+from rewrite.core.site import as_map
 from rewrite.eval.rule_metrics import (
     DEFAULT_TOL,
     change_footprint,
@@ -29,7 +30,6 @@ from rewrite.eval.rule_metrics import (
     stayed,
     to01,
 )
-from rewrite.core.site import as_map
 from rewrite.strategies.base import EditResult
 
 log = logging.getLogger(__name__)

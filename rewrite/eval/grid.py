@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
-from rewrite.core.request import Region
 from rewrite.core.files import atomic_write
+from rewrite.core.request import Region
 
 
 def _to_uint8(x: Tensor) -> Tensor:

@@ -66,22 +66,19 @@ def share(hit: Tensor, where: Tensor) -> Tensor:
     return torch.where(n > 0, k / n.clamp_min(1), torch.full_like(n, float("nan")))
 
 
-def goal_reached(after: Tensor, goal: Tensor, footprint: Tensor, tol: float = DEFAULT_TOL,
-                 after_labels: Tensor | None = None, goal_labels: Tensor | None = None) -> Tensor:
-    """(N,) share of footprint pixels whose colour (and class, with labels) matches the goal."""
-    hit = within(after, goal, tol)
-    if after_labels is not None and goal_labels is not None:
-        hit &= after_labels == goal_labels
-    return share(hit, footprint)
+def matching_share(after: Tensor, reference: Tensor, where: Tensor, tol: float = DEFAULT_TOL,
+                   after_labels: Tensor | None = None, reference_labels: Tensor | None = None) -> Tensor:
+    """(N,) share of `where` pixels whose colour is within `tol` of `reference` (and, with labels, whose
+    class matches it). Against the goal over the footprint it is generality, against the unedited image
+    over what should stay it is specificity: the two names below say which."""
+    hit = within(after, reference, tol)
+    if after_labels is not None and reference_labels is not None:
+        hit &= after_labels == reference_labels
+    return share(hit, where)
 
 
-def stayed(after: Tensor, before: Tensor, keep: Tensor, tol: float = DEFAULT_TOL,
-           after_labels: Tensor | None = None, before_labels: Tensor | None = None) -> Tensor:
-    """(N,) share of `keep` pixels still within `tol` of the unedited image (and of the same class)."""
-    hit = within(after, before, tol)
-    if after_labels is not None and before_labels is not None:
-        hit &= after_labels == before_labels
-    return share(hit, keep)
+goal_reached = matching_share  # (after, goal, footprint, ...): share of the footprint that reached the goal
+stayed = matching_share  # (after, before, keep, ...): share of the kept pixels still as they were
 
 
 def _finite(x: Tensor) -> Tensor:

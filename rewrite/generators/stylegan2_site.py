@@ -14,25 +14,27 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rewrite.generators.base import GeneratorAdapter
+from rewrite.core.site import Captured, EditSite, register_site
+from rewrite.core.trace import Trace
 from rewrite.generators.stylegan2 import StyledConv
-from rewrite.core.site import Captured, EditSite, StopForward, register_site, run_until
 
 
 class ModulatedConvSite(EditSite):
-    def __init__(self, adapter: GeneratorAdapter, layer: str, value_at: str | None = None) -> None:
-        module = adapter.module(layer)
-        if not isinstance(module, StyledConv):
-            raise TypeError(f"layer {layer!r} is a {type(module).__name__}, not a StyleGAN2 StyledConv")
+    def _check_layer(self, value_at: str | None) -> None:
+        layer = self.layer_name
+        if not isinstance(self.layer, StyledConv):
+            raise TypeError(f"layer {layer!r} is a {type(self.layer).__name__}, not a StyleGAN2 StyledConv")
         if value_at not in (None, layer):
             raise ValueError(f"for a StyleGAN2 layer the value is the StyledConv output itself; "
                              f"value_at must be unset or {layer!r}, got {value_at!r}")
-        self.adapter = adapter
-        self.layer_name = self.value_at = layer
-        self.layer = self.value_module = module
-        self.conv = module.conv
-        self._tail: list[nn.Module] = []
-        self.weight_name = adapter.parameter_name(self.conv, "weight")
+        self.conv = self.layer.conv
+
+    def _resolve_value_at(self, value_at: str | None) -> str:
+        return self.layer_name
+
+    @property
+    def weight_module(self) -> nn.Module:
+        return self.conv
 
     @property
     def weight(self) -> Tensor:
@@ -55,39 +57,27 @@ class ModulatedConvSite(EditSite):
 
     @torch.no_grad()
     def capture(self, z: Tensor) -> Captured:
-        store: dict[str, Tensor] = {}
-
-        def hook(_m: nn.Module, args: tuple[Tensor, ...], kwargs: dict, out: Tensor) -> None:
+        def pick(args: tuple[Tensor, ...], kwargs: dict, out: Tensor) -> dict[str, Tensor]:
             x, w = args[0], args[1]
             noise = kwargs.get("noise", args[2] if len(args) > 2 else None)
             if noise is None:
                 raise RuntimeError(f"{self.layer_name!r} got random noise; rewriting needs fixed noise "
                                    "(call the generator with randomize_noise=False)")
             keys = self.conv.modulated_input(x, w)
-            layer_out = self.conv.conv_modulated(keys, self.weight)
-            # Cloned now, not after the pass: a later in-place op would overwrite what is stored.
-            store.update({k: t.detach().clone() for k, t in
-                          dict(x=x, w=w, noise=noise, keys=keys, layer_out=layer_out, value=out).items()})
+            return dict(x=x, w=w, noise=noise, keys=keys, layer_out=self.conv.conv_modulated(keys, self.weight),
+                        value=out)
 
-        handle = self.layer.register_forward_hook(hook, with_kwargs=True)
-        try:
+        with Trace(self.layer, pick) as t:
             self.adapter.model(z)
-        finally:
-            handle.remove()
-        context = {k: store[k] for k in ("x", "w", "noise")}
-        return Captured(store["keys"], store["layer_out"], store["value"], context)
+        return Captured(t["keys"], t["layer_out"], t["value"], {k: t[k] for k in ("x", "w", "noise")})
 
     @torch.no_grad()
     def capture_keys(self, z: Tensor) -> Tensor:
         """Only the style-modulated inputs; the forward pass stops at the layer."""
-        store: dict[str, Tensor] = {}
-
-        def pre_hook(_m: nn.Module, args: tuple[Tensor, ...], kwargs: dict) -> None:
-            store["keys"] = self.conv.modulated_input(args[0], args[1]).detach().clone()
-            raise StopForward
-
-        return run_until(self.adapter.model, z, self.layer.register_forward_pre_hook(pre_hook, with_kwargs=True),
-                         store)
+        with Trace(self.layer, lambda args, _kw, _out: {"keys": self.conv.modulated_input(args[0], args[1])},
+                   before=True, stop=True) as t:
+            self.adapter.model(z)
+        return t["keys"]
 
     def layer_forward(self, keys: Tensor, weight: Tensor) -> Tensor:
         return self.conv.conv_modulated(keys, weight)

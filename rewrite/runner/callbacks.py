@@ -11,13 +11,13 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
-from rewrite.eval.evaluate import Evaluator
 from rewrite.core.files import atomic_write
-from rewrite.eval.grid import before_after_grid
-from rewrite.runner.lightning_module import RewriteModule
 from rewrite.core.perceptual import PerceptualDistance
+from rewrite.eval.evaluate import Evaluator
+from rewrite.eval.grid import before_after_grid
 from rewrite.eval.rule_metrics import DEFAULT_TOL
 from rewrite.eval.scorer import Scorer
+from rewrite.runner.lightning_module import RewriteModule
 
 
 class EditMetrics(pl.Callback):

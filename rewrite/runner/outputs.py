@@ -8,8 +8,8 @@ from typing import Any
 
 from safetensors.torch import save_file
 
-from rewrite.editfile.artifact import EditArtifact
 from rewrite.core.files import atomic_write
+from rewrite.editfile.artifact import EditArtifact
 from rewrite.generators.base import GeneratorAdapter
 from rewrite.strategies.base import EditResult
 

@@ -6,10 +6,10 @@ import torch
 from torch import Tensor
 
 from rewrite.toyworld.models.generator import load_toy_stylegan2
+from rewrite.toyworld.models.segmenter import ToySegmenter, load_toy_segmenter
 from rewrite.toyworld.world.labels import CLASS_ID, CLASSES, tower_top_boxes
 from rewrite.toyworld.world.params import Z_DIM, SceneParams, params_from_z
 from rewrite.toyworld.world.render import render
-from rewrite.toyworld.models.segmenter import ToySegmenter, load_toy_segmenter
 
 TOP_CLASSES = torch.tensor([CLASS_ID["dome"], CLASS_ID["spire"], CLASS_ID["flat_top"]])
 RULE_SOURCE_CLASS = {"dome_to_spire": "dome", "remove_watermark": "watermark", "add_tree": "tree",

@@ -30,13 +30,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from rewrite.core.files import atomic_write, file_sha256
-from rewrite.toyworld.models.generator import ToySceneGenerator, build_toy_generator
 from rewrite.core.perceptual import EffNetFeatureDistance
+from rewrite.toyworld.models.generator import ToySceneGenerator, build_toy_generator
+from rewrite.toyworld.models.quality import score_images
+from rewrite.toyworld.models.segmenter import load_toy_segmenter
 from rewrite.toyworld.world.labels import CLASSES
 from rewrite.toyworld.world.params import Z_DIM, params_from_z
-from rewrite.toyworld.models.quality import score_images
 from rewrite.toyworld.world.render import render
-from rewrite.toyworld.models.segmenter import load_toy_segmenter
 
 CONF = str(Path(__file__).resolve().parents[2] / "conf")
 

@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 
 from rewrite.core.request import EditRequest, Region
-from rewrite.generators.base import seed_latents
 from rewrite.eval.rule_metrics import DEFAULT_TOL
+from rewrite.generators.base import seed_latents
 from rewrite.toyworld.world.labels import CLASS_ID, tree_boxes, watermark_box
 from rewrite.toyworld.world.params import CANVAS, TOP_DOME, TOP_SPIRE, Z_DIM, SceneParams, params_from_z, spire_height
 from rewrite.toyworld.world.render import render

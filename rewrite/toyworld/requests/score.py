@@ -30,7 +30,6 @@ import torch
 from torch import Tensor
 
 from rewrite.core.request import EditRequest
-from rewrite.generators.base import GeneratorAdapter, seed_latents
 from rewrite.eval.rule_metrics import (
     DEFAULT_TOL,
     change_footprint,
@@ -42,11 +41,12 @@ from rewrite.eval.rule_metrics import (
     to01,
     within,
 )
+from rewrite.generators.base import GeneratorAdapter, seed_latents
+from rewrite.toyworld.models.segmenter import ToySegmenter, load_toy_segmenter, segmenter_path
 from rewrite.toyworld.world.labels import CLASS_ID
 from rewrite.toyworld.world.params import Z_DIM, params_from_z
 from rewrite.toyworld.world.render import render
 from rewrite.toyworld.world.rules import ideal_edit
-from rewrite.toyworld.models.segmenter import ToySegmenter, load_toy_segmenter, segmenter_path
 
 # (class whose pixels should change, class they should become) for the paper-style segmenter figure
 SEG_FIGURE = {
