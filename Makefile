@@ -1,4 +1,4 @@
-# `make demo` runs the main job on the embedded face model; `make test` runs the tests.
+# `make demo` runs the main job on the embedded toy-world generator (dome -> spire); `make test` runs the tests.
 # Both create .venv first if needed (torch 2.14.1 / torchvision 0.29.1 from pip).
 PY ?= python3
 VENV ?= .venv
