@@ -16,10 +16,11 @@ from pytorch_lightning.loggers import WandbLogger
 
 from rewrite.core.files import atomic_write, writable_dir
 from rewrite.core.perceptual import make_perceptual
-from rewrite.pipeline import CONF_DIR, build_edit, build_scorers, output_dir, resolved
+from rewrite.pipeline import CONF_DIR, build_edit, build_scorers, ceiling_metrics, output_dir, resolved
 from rewrite.runner.callbacks import BeforeAfterGrid, EditMetrics
 from rewrite.runner.lightning_module import RewriteModule
 from rewrite.runner.outputs import save_edit
+from rewrite.runner.summary import run_summary
 from rewrite.strategies.base import Strategy
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     label = HydraConfig.get().runtime.choices.get("strategy") if HydraConfig.initialized() else strategy.name
     extra = {"stats_time_s": stats.seconds, "stats_cached": int(stats.cached), "strategy": label or strategy.name,
              "split": cfg.split.name}
+    extra.update(ceiling_metrics(cfg, adapter, problem))  # before the edit: it needs the unedited model
     scorers = build_scorers(cfg, adapter, request)
     metrics_cb = EditMetrics(out, perceptual, extra, scorers, cfg.eval.tol, cfg.eval.margin)
     logger = instantiate(cfg.logger) if cfg.get("logger") and cfg.logger.get("_target_") else False
@@ -61,7 +63,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             import wandb
 
             wandb.finish()  # one W&B run per multirun job
-    log.info("edit %s with %s: %s", request.name, extra["strategy"], metrics_cb.metrics)
+    title = f"edit {request.name} with {extra['strategy']} at {cfg.generator.layer} ({cfg.split.name} split)"
+    log.info("%s", run_summary(metrics_cb.metrics, out, title))
     return metrics_cb.metrics
 
 

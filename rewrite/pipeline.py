@@ -18,6 +18,8 @@ from rewrite.core.problem import EditProblem, build_problem
 from rewrite.core.request import EditRequest
 from rewrite.core.site import make_site
 from rewrite.core.stats import KeyStats, StatsCache, key_statistics
+from rewrite.eval.ceiling import paste_ceiling
+from rewrite.eval.evaluate import Evaluator
 from rewrite.eval.scorer import Scorer
 from rewrite.generators.base import GeneratorAdapter
 
@@ -72,6 +74,19 @@ def build_scorers(cfg: DictConfig, adapter: GeneratorAdapter, request: EditReque
                             "which has no metrics() method")
         scorers.append(scorer)
     return scorers
+
+
+def ceiling_metrics(cfg: DictConfig, adapter: GeneratorAdapter, problem: EditProblem) -> dict[str, float]:
+    """The paste ceiling at the problem's layer (`rewrite.eval.ceiling`), scored as the run scores its edit:
+    the evaluator, then the configured scorers. Needs the unedited model; {} when `eval.ceiling` is off."""
+    if not cfg.eval.get("ceiling", True):
+        return {}
+
+    def run_scorers(request: EditRequest) -> list[Scorer]:
+        evaluator = Evaluator(dataclasses.replace(problem, request=request), None, cfg.eval.tol, cfg.eval.margin)
+        return [evaluator, *build_scorers(cfg, adapter, request)]
+
+    return paste_ceiling(problem, run_scorers)
 
 
 def resolved(node: DictConfig) -> dict[str, Any]:

@@ -3,6 +3,7 @@ a wrecked image scores low. Checked with the renderer itself as an oracle genera
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rewrite.eval.rule_metrics import (
+    PartCounts,
     bootstrap_ci,
     change_footprint,
     dilate,
@@ -18,6 +20,7 @@ from rewrite.eval.rule_metrics import (
     goal_image_scores,
     goal_reached,
     mean_with_ci,
+    share,
     stayed,
 )
 from rewrite.generators.base import GeneratorAdapter
@@ -45,11 +48,12 @@ class OracleWorld(nn.Module):
         self.rule: str | None = None
         self.post = None
         self.only: float = 1.0
+        self.scene_edit = None  # params -> params: a change of the world itself, drawn exactly
         self.dummy = nn.Parameter(torch.zeros(1))
 
     def forward(self, z: Tensor) -> Tensor:
         p = params_from_z(z)
-        x = render(p)[0]
+        x = render(p if self.scene_edit is None else self.scene_edit(p))[0]
         if self.rule:
             edited = render(ideal_edit(p, self.rule))[0]
             n = math.ceil(len(z) * self.only)
@@ -71,12 +75,41 @@ def oracle() -> tuple[OracleWorld, ToyRuleScore]:
     return model, score
 
 
-def scored(model: OracleWorld, score: ToyRuleScore, rule: str | None, post=None, only: float = 1.0) -> dict:
-    model.rule, model.post, model.only = rule, post, only
+def scored(model: OracleWorld, score: ToyRuleScore, rule: str | None, post=None, only: float = 1.0,
+           scene_edit=None) -> dict:
+    model.rule, model.post, model.only, model.scene_edit = rule, post, only, scene_edit
     try:
         return score.metrics()
     finally:
-        model.rule, model.post, model.only = None, None, 1.0
+        model.rule, model.post, model.only, model.scene_edit = None, None, 1.0, None
+
+
+def test_switching_off_every_window_costs_specificity_per_part_not_per_pixel(oracle) -> None:
+    """Dark windows (and so no glitter on the pond) keep > 98% of the pixels but not the windows: the mean
+    over parts must show it, and name a damaged part as the worst."""
+    m = scored(*oracle, None, scene_edit=lambda p: dataclasses.replace(p, window_lit=torch.zeros_like(p.window_lit)))
+    assert m["specificity_pixels"] >= 0.98, m["specificity_pixels"]
+    assert m["specificity"] <= 0.9, m["specificity"]
+    assert m["specificity_worst_class_name"] in ("window", "reflection")
+    assert m["specificity_class_window"] < 0.8 and m["specificity_class_sky"] > 0.99
+    assert m["specificity_ci_low"] <= m["specificity"] <= m["specificity_ci_high"]
+    # the edit_score uses the per-part figure (generality is 0 here: nothing of the rule was done)
+    assert m["edit_score"] == 0.0
+
+
+def test_part_counts_by_hand() -> None:
+    """Two parts: sky (6 pixels, all kept) and window (2 pixels, none kept): pixels 0.75, parts 0.5."""
+    labels = torch.tensor([[[0, 0, 0, 0], [0, 0, 3, 3]]])
+    hit = labels == 0
+    parts = PartCounts.count(hit, torch.ones_like(hit), labels, ("sky", "ground", "wall", "window"))
+    assert parts.total.tolist() == [[6, 0, 0, 2]] and parts.kept.tolist() == [[6, 0, 0, 0]]
+    assert float(parts.mean()) == 0.5
+    assert float(share(hit, torch.ones_like(hit))[0]) == 0.75
+    s = parts.summary(samples=50)
+    assert s["specificity_worst_class_name"] == "window" and s["specificity_worst_class"] == 0.0
+    assert "specificity_class_ground" not in s  # absent parts are not averaged in
+    e = edit_score(torch.tensor([0.64]), parts)
+    assert math.isclose(e["edit_score"], math.sqrt(0.64 * 0.5), rel_tol=1e-6)
 
 
 def test_no_edit_scores_zero_generality_and_full_specificity(oracle) -> None:

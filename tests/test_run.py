@@ -55,7 +55,11 @@ def test_cli_run_writes_everything(tmp_path: Path) -> None:
     for key in ("efficacy", "generality", "specificity", "edit_score"):
         assert 0 <= metrics[f"{key}_ci_low"] <= metrics[key] <= metrics[f"{key}_ci_high"] <= 1, key
     assert metrics["score_source"] == "paste_goal" and metrics["n_heldout"] == 2
+    assert 0 <= metrics["ceiling_efficacy"] <= 1 and metrics["n_ceiling_heldout"] == 2  # both held-out boxes fit
     assert metrics["value_loss"] < metrics["value_loss_before"]
+    # the log ends with the short summary, not the raw dict
+    log = proc.stdout + proc.stderr
+    assert "ceiling" in log and f"grid: {run / 'grid.png'}" in log and "'value_loss'" not in log
     assert any(k.endswith("effnet_lite0_feature_distance") or "lpips" in k for k in metrics)
     assert (run / "grid.png").stat().st_size > 0 and (run / "config.yaml").is_file()
     art = EditArtifact.load(run / "edit.safetensors")  # the edit file, always written: factors, not the model
@@ -120,6 +124,9 @@ def test_toy_benchmark_experiment_runs_as_a_multirun(tmp_path: Path) -> None:
     m = json.loads((job / "metrics.json").read_text())
     assert m["score_source"] == "toy_ideal" and m["n_heldout"] == 32 and m["n_untouched"] == 2
     assert 0 < m["generality"] < 1 and 0 < m["specificity"] <= 1 and m["toy_source_recall_before"] > 0.1
+    assert 0 < m["specificity_pixels"] <= 1 and f"specificity_class_{m['specificity_worst_class_name']}" in m
+    assert m["specificity_worst_class"] == min(v for k, v in m.items() if k.startswith("specificity_class_"))
+    assert 0 <= m["ceiling_efficacy"] <= 1 and m["n_ceiling_heldout"] >= 1
     assert list((job / "csv").rglob("metrics.csv"))  # the experiment logs to CSV
 
 

@@ -76,7 +76,7 @@ def test_generator_training_tiny_run_then_resume(tmp_path: Path) -> None:
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["steps"] == 3 and card["device"].startswith("cpu")
     assert card["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
-    assert card["architecture"] == {"w_dim": 16, "mapping_hidden": 8,
+    assert card["architecture"] == {"w_dim": 16, "mapping_hidden": 8, "scene_styles": 4, "rgb_from": 32,
                                     "channels": {"4": 16, "8": 16, "16": 16, "32": 24, "64": 12}}
     assert set(card["val_last"]) == {"mae01", "segmenter_miou", "tower_tops_read_correctly",
                                      *(f"recall_{rule}" for rule in RULES)}

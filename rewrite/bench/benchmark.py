@@ -159,9 +159,9 @@ def summary(out: Path, names: list[str], chosen: dict[str, dict[str, object]], e
         row = (f"| `{name}` | {setting} | {m['efficacy']:.2f} | {_ci(m, 'generality')} | "
                f"{_ci(m, 'specificity')} | {_ci(m, 'edit_score')} | {m['edit_time_s']:.3g} |")
         if examples > 1:
+            folders = [out / "examples" / f"{i}_{name}" / str(k) for k in range(1, examples)]
             scores = [float(m["edit_score"])] + [
-                float(json.loads((out / "examples" / f"{i}_{name}" / str(k) / "metrics.json").read_text())["edit_score"])
-                for k in range(1, examples)]
+                float(json.loads((f / "metrics.json").read_text())["edit_score"]) for f in folders]
             row += f" {sum(scores) / len(scores):.2f} [{min(scores):.2f}, {max(scores):.2f}] |"
         lines.append(row)
     return "\n".join(lines)

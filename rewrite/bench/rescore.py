@@ -24,7 +24,7 @@ from rewrite.core.files import atomic_write
 from rewrite.core.perceptual import make_perceptual
 from rewrite.editfile.artifact import EditArtifact
 from rewrite.eval.evaluate import Evaluator
-from rewrite.pipeline import build_edit, build_scorers
+from rewrite.pipeline import build_edit, build_scorers, ceiling_metrics
 from rewrite.runner.outputs import EDIT_FILE
 from rewrite.strategies.base import EditResult
 
@@ -59,6 +59,7 @@ def rescore(folder: Path) -> dict[str, object]:
     perceptual = make_perceptual(cfg.eval.perceptual) if cfg.eval.perceptual else None
     evaluator = Evaluator(problem, perceptual, cfg.eval.tol, cfg.eval.margin)
     scorers = build_scorers(cfg, adapter, request)
+    ceiling = ceiling_metrics(cfg, adapter, problem)
     art = EditArtifact.load(folder / EDIT_FILE)
     result = EditResult(art.new_values(adapter.model.state_dict()), art.delta() if art.kind == "low_rank" else None)
     saved = adapter.state_copy()
@@ -69,6 +70,7 @@ def rescore(folder: Path) -> dict[str, object]:
             metrics.update(scorer.metrics())
     finally:
         adapter.load_weights(saved)
+    metrics.update(ceiling)
     old = json.loads((folder / "metrics.json").read_text())
     metrics.update({k: old[k] for k in KEPT if k in old})
     atomic_write(folder / "metrics.json", lambda tmp: tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True)))

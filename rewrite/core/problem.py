@@ -38,6 +38,16 @@ def paste(src: Tensor, dst: Tensor, copy_mask: Tensor, offset_px: tuple[int, int
     return out.reshape(dst.shape), a
 
 
+def paste_offset(copy: Region, region: Region, size: int) -> tuple[int, int] | None:
+    """The (dx, dy) that lands the copied region on `region` when their bounding boxes have one size; else None
+    (features are pasted, never resized)."""
+    cx0, cy0, cx1, cy1 = copy.bbox(size)
+    x0, y0, x1, y1 = region.bbox(size)
+    if (x1 - x0, y1 - y0) != (cx1 - cx0, cy1 - cy0):
+        return None
+    return x0 - cx0, y0 - cy0
+
+
 MIN_CELL_COVER = 0.25
 """A region must cover at least this share of some feature cell of the edited layer (else it edits nothing it marks)."""
 

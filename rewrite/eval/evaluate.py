@@ -17,8 +17,8 @@ from torch import Tensor
 
 from rewrite.core.erase import erase_value, generate_with_value
 from rewrite.core.perceptual import PerceptualDistance
-from rewrite.core.problem import EditProblem, paste, select
-from rewrite.core.request import Region, resample
+from rewrite.core.problem import EditProblem, paste, paste_offset, select
+from rewrite.core.request import resample
 from rewrite.core.site import as_map
 from rewrite.eval.rule_metrics import (
     DEFAULT_TOL,
@@ -82,7 +82,7 @@ class Evaluator:
                 src_img = adapter.generate(problem.z_source)
                 copy_mask = req.copy.mask(size)
                 for i, r in enumerate(req.heldout):
-                    offset = self._offset(r)
+                    offset = paste_offset(req.copy, r, size)
                     if offset is None:
                         continue
                     img, _ = paste(src_img, self.before_heldout[i : i + 1], copy_mask, offset, size)
@@ -91,15 +91,6 @@ class Evaluator:
                 if len(self.goals) < len(req.heldout):
                     log.info("paste-goal scores use %d of %d held-out regions (the others differ in size from the "
                              "copied region)", len(self.goals), len(req.heldout))
-
-    def _offset(self, region: Region) -> tuple[int, int] | None:
-        """Where the copied region lands on a held-out region of the same size; None if sizes differ."""
-        size = self.problem.size
-        cx0, cy0, cx1, cy1 = self.problem.request.copy.bbox(size)
-        x0, y0, x1, y1 = region.bbox(size)
-        if (x1 - x0, y1 - y0) != (cx1 - cx0, cy1 - cy0):
-            return None
-        return x0 - cx0, y0 - cy0
 
     def _damage(self, before: Tensor, after: Tensor, outside: Tensor, prefix: str) -> dict[str, float]:
         """L1 and perceptual distance restricted to `outside` (N, S, S) weights."""

@@ -20,6 +20,8 @@ Images are in [0, 1], (N, 3, H, W); masks and label maps are (N, H, W).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -81,6 +83,55 @@ goal_reached = matching_share  # (after, goal, footprint, ...): share of the foo
 stayed = matching_share  # (after, before, keep, ...): share of the kept pixels still as they were
 
 
+@dataclass(frozen=True)
+class PartCounts:
+    """Per image and part class: the pixels of that class (as read in the unedited image) where specificity
+    looks, and how many of them stayed; (N, K) each. A share of pixels is ruled by the large parts (sky,
+    ground): an edit that switches off every window keeps most pixels. The mean over parts gives each part
+    the weight of the sky."""
+
+    kept: Tensor
+    total: Tensor
+    names: tuple[str, ...]
+
+    @classmethod
+    def count(cls, hit: Tensor, where: Tensor, labels: Tensor, names: Sequence[str]) -> PartCounts:
+        """Counts of `where` pixels per class of `labels` (N, H, W), and of those that are `hit`."""
+        per_class = F.one_hot(labels.long(), len(names)).bool() & where.bool()[..., None]  # (N, H, W, K)
+        kept = (per_class & hit.bool()[..., None]).flatten(1, 2).sum(1)
+        return cls(kept, per_class.flatten(1, 2).sum(1), tuple(names))
+
+    @classmethod
+    def cat(cls, parts: Sequence[PartCounts]) -> PartCounts:
+        return cls(torch.cat([p.kept for p in parts]), torch.cat([p.total for p in parts]), parts[0].names)
+
+    def shares(self, idx: Tensor | None = None) -> Tensor:
+        """(K,) pooled share of each class's pixels that stayed, or (B, K) for image resamples `idx` (B, N);
+        NaN where a class has no pixel."""
+        kept, total = (self.kept, self.total) if idx is None else (self.kept[idx], self.total[idx])
+        k, t = kept.sum(-2).double(), total.sum(-2).double()
+        return torch.where(t > 0, k / t.clamp_min(1), torch.full_like(t, float("nan")))
+
+    def mean(self, idx: Tensor | None = None) -> Tensor:
+        """Mean over the classes present of their shares (one per resample with `idx`)."""
+        return self.shares(idx).nanmean(-1)
+
+    def summary(self, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> dict[str, float | str]:
+        """`specificity` (mean over parts, with a bootstrap interval over images), the worst part and its name."""
+        shares = self.shares()
+        g = torch.Generator().manual_seed(seed)
+        boot = self.mean(torch.randint(len(self.kept), (samples, len(self.kept)), generator=g))
+        lo, hi = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=boot.dtype))
+        worst = int(torch.nan_to_num(shares, nan=2.0).argmin())
+        out: dict[str, float | str] = {"specificity": float(self.mean()), "specificity_ci_low": float(lo),
+                                       "specificity_ci_high": float(hi),
+                                       "specificity_worst_class": float(shares[worst]),
+                                       "specificity_worst_class_name": self.names[worst]}
+        out.update({f"specificity_class_{n}": float(v) for n, v in zip(self.names, shares.tolist(), strict=True)
+                    if v == v})
+        return out
+
+
 def _finite(x: Tensor) -> Tensor:
     return x[~torch.isnan(x)].double()
 
@@ -103,31 +154,44 @@ def mean_with_ci(name: str, values: Tensor) -> dict[str, float]:
     return {name: float(v.mean()) if len(v) else float("nan"), f"{name}_ci_low": lo, f"{name}_ci_high": hi}
 
 
-def edit_score(generality: Tensor, specificity: Tensor, samples: int = BOOTSTRAP_SAMPLES,
+def edit_score(generality: Tensor, specificity: Tensor | PartCounts, samples: int = BOOTSTRAP_SAMPLES,
                seed: int = 0) -> dict[str, float]:
-    """The geometric mean of mean generality and mean specificity, with a bootstrap interval
-    that resamples the two sets of images independently."""
-    g, s = _finite(generality), _finite(specificity)
-    if len(g) == 0 or len(s) == 0:
+    """The geometric mean of mean generality and specificity (per-image values, or per-part counts), with a
+    bootstrap interval that resamples the two sets of images independently."""
+    g = _finite(generality)
+    n_spec = len(specificity.kept) if isinstance(specificity, PartCounts) else len(_finite(specificity))
+    if len(g) == 0 or n_spec == 0:
         return {"edit_score": float("nan"), "edit_score_ci_low": float("nan"), "edit_score_ci_high": float("nan")}
     gen = torch.Generator().manual_seed(seed)
     gm = g[torch.randint(len(g), (samples, len(g)), generator=gen)].mean(1)
-    sm = s[torch.randint(len(s), (samples, len(s)), generator=gen)].mean(1)
+    idx = torch.randint(n_spec, (samples, n_spec), generator=gen)
+    if isinstance(specificity, PartCounts):
+        sm, s_mean = specificity.mean(idx), float(specificity.mean())
+    else:
+        s = _finite(specificity)
+        sm, s_mean = s[idx].mean(1), float(s.mean())
     boot = (gm.clamp_min(0) * sm.clamp_min(0)).sqrt()
     lo, hi = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=boot.dtype))
-    return {"edit_score": math.sqrt(max(float(g.mean()), 0.0) * max(float(s.mean()), 0.0)),
+    return {"edit_score": math.sqrt(max(float(g.mean()), 0.0) * max(s_mean, 0.0)),
             "edit_score_ci_low": float(lo), "edit_score_ci_high": float(hi)}
 
 
 def rule_summary(target: tuple[Tensor, Tensor], heldout: tuple[Tensor, Tensor],
-                 specificity: Tensor) -> dict[str, float]:
+                 specificity: Tensor, parts: PartCounts | None = None) -> dict[str, float]:
     """The four headline numbers (+ intervals, counts) from per-image scores: `target` and `heldout` are
-    (reached, stayed) per image, `specificity` every image's stayed share (held-out, target, untouched)."""
+    (reached, stayed) per image, `specificity` every image's stayed share (held-out, target, untouched).
+    With `parts` (where the scorer knows part labels) `specificity` is the mean over parts, the pixel share
+    is kept as `specificity_pixels`, and the edit_score uses the per-part figure."""
     efficacy, generality = target[0] * target[1], heldout[0] * heldout[1]
     out = mean_with_ci("efficacy", efficacy)
     out.update(mean_with_ci("generality", generality))
-    out.update(mean_with_ci("specificity", specificity))
-    out.update(edit_score(generality, specificity))
+    if parts is None:
+        out.update(mean_with_ci("specificity", specificity))
+    else:
+        out.update({k.replace("specificity", "specificity_pixels"): v
+                    for k, v in mean_with_ci("specificity", specificity).items()})
+        out.update(parts.summary())  # type: ignore[arg-type]
+    out.update(edit_score(generality, specificity if parts is None else parts))
     out["efficacy_footprint"] = float(_finite(target[0]).mean()) if len(_finite(target[0])) else float("nan")
     out["generality_footprint"] = float(_finite(heldout[0]).mean()) if len(_finite(heldout[0])) else float("nan")
     out["n_heldout"] = int((~torch.isnan(generality)).sum())

@@ -27,7 +27,7 @@ from rewrite.toyworld.world.params import Z_DIM, sample_z
 TOY_SIZE = 64
 TOY_ARCHITECTURE: dict[str, Any] = {"w_dim": 128, "mapping_hidden": 256,
                                     "channels": {4: 128, 8: 128, 16: 96, 32: 64, 64: 32},
-                                    "scene_styles": 4, "rgb_from": 16}
+                                    "scene_styles": 4, "rgb_from": 32}
 """The committed generator's shape; a checkpoint stores its own under `architecture`."""
 
 LEGACY_ARCHITECTURE: dict[str, Any] = {"scene_styles": None, "rgb_from": 4}

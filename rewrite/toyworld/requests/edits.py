@@ -115,7 +115,8 @@ def _source_for(rule: str, target: Box, goal: Tensor, sources: list[tuple[int, B
                 images: Tensor, labels: Tensor, exclude: int) -> tuple[float, int, Box] | None:
     """(distance, seed, copy box) of the fitting source (not scene `exclude`) nearest `goal` in `target`."""
     if rule in ("dome_to_spire", "remove_watermark", "add_tree"):
-        fits = [(s, b) for s, b in sources if ((b == target) if rule == "remove_watermark" else (_size(b) == _size(target)))]
+        fits = [(s, b) for s, b in sources
+                if ((b == target) if rule == "remove_watermark" else (_size(b) == _size(target)))]
     else:  # no_reflections: plain water over the whole box
         x0, y0, x1, y1 = target
         fits = [(s, target) for i, s in enumerate(seeds) if bool((labels[i, y0:y1, x0:x1] == CLASS_ID["water"]).all())]

@@ -13,9 +13,13 @@ the colour tolerance or in class. With `rewrite.eval.rule_metrics`:
 Footprint pixels that the unedited generator already draws as the ideal need no edit and are left
 out, so an edit that does nothing scores 0. `efficacy` is the target scene's share (times the share
 of its other pixels that stayed, see `rewrite.eval.rule_metrics`), `generality` the same over held-out
-scenes, `specificity` the mean over the held-out scenes' pixels outside the footprint
-(grown by `margin` pixels, where edges of generated parts legitimately move) and over whole scenes
-the rule leaves alone. Diagnostics: `toy_footprint_fidelity_before` (how well the unedited generator
+scenes. `specificity` looks at the held-out and target scenes' pixels outside the footprint (grown by
+`margin` pixels, where edges of generated parts legitimately move) and at whole scenes the rule leaves
+alone, *per part*: for each class (as the segmenter reads the unedited image) the share of its pixels
+that stayed, pooled over the scenes, then the mean over the classes present, so switching off every
+window counts as much as repainting the sky (`specificity_pixels`: the share of all pixels;
+`specificity_worst_class` and its `_name`: the part kept worst; `specificity_class_<name>` each part).
+Diagnostics: `toy_footprint_fidelity_before` (how well the unedited generator
 draws the scenes where the rule acts: a ceiling for generality), the class-only and colour-only
 parts, the paper-style `toy_segmenter_changed_fraction`, and `toy_source_recall_before` (the share
 of true source-class pixels the segmenter finds in the unedited images: near 0 means the generator
@@ -32,18 +36,18 @@ from torch import Tensor
 from rewrite.core.request import EditRequest
 from rewrite.eval.rule_metrics import (
     DEFAULT_TOL,
+    PartCounts,
     change_footprint,
     dilate,
     goal_reached,
     rule_summary,
     share,
-    stayed,
     to01,
     within,
 )
 from rewrite.generators.base import GeneratorAdapter, seed_latents
 from rewrite.toyworld.models.segmenter import ToySegmenter, load_toy_segmenter, segmenter_path
-from rewrite.toyworld.world.labels import CLASS_ID
+from rewrite.toyworld.world.labels import CLASS_ID, CLASSES
 from rewrite.toyworld.world.params import Z_DIM, params_from_z
 from rewrite.toyworld.world.render import render
 from rewrite.toyworld.world.rules import ideal_edit
@@ -109,8 +113,12 @@ class ToyRuleScore:
     def _reached(self, s: _Scenes, images: Tensor, labels: Tensor) -> Tensor:
         return goal_reached(images, s.ideal, s.footprint, self.tol, labels, s.ideal_labels)
 
-    def _stayed(self, s: _Scenes, images: Tensor, labels: Tensor) -> Tensor:
-        return stayed(images, s.before, s.keep, self.tol, labels, s.before_labels)
+    def _stayed(self, after: Tensor, before: Tensor, keep: Tensor, labels: Tensor,
+                before_labels: Tensor) -> tuple[Tensor, PartCounts]:
+        """Per image, the share of `keep` pixels whose colour and class stayed; and the same counted per part
+        (the class the unedited image shows there)."""
+        hit = within(after, before, self.tol) & (labels == before_labels)
+        return share(hit, keep), PartCounts.count(hit, keep, before_labels, CLASSES)
 
     def ideal(self, z: Tensor) -> Tensor:
         """The ideal edited images of latents `z` (the run's grid shows them as a last column)."""
@@ -122,27 +130,28 @@ class ToyRuleScore:
         after = _images01(self.adapter, self.z)
         labels = seg.labels(after)
         generality = self._reached(h, after, labels)
-        keep = [self._stayed(h, after, labels)]
-        heldout = (generality, keep[0])
+        kept = [self._stayed(after, h.before, h.keep, labels, h.before_labels)]
+        heldout = (generality, kept[0][0])
         if self.target is not None:
+            t = self.target
             t_after = _images01(self.adapter, self.z_target)
             t_labels = seg.labels(t_after)
-            keep.append(self._stayed(self.target, t_after, t_labels))
-            target = (self._reached(self.target, t_after, t_labels), keep[-1])
+            kept.append(self._stayed(t_after, t.before, t.keep, t_labels, t.before_labels))
+            target = (self._reached(t, t_after, t_labels), kept[-1][0])
         else:
             target = (torch.full((1,), float("nan")), torch.full((1,), float("nan")))
         m: dict[str, float] = {}
         if self.z_untouched is not None:
             u_after = _images01(self.adapter, self.z_untouched)
             everywhere = torch.ones(u_after.shape[0], *u_after.shape[-2:], dtype=torch.bool)
-            untouched = stayed(u_after, self.before_untouched, everywhere, self.tol, seg.labels(u_after),
-                               self.before_untouched_labels)
-            keep.append(untouched)
-            m["specificity_untouched"] = float(untouched.mean())
-            m["n_untouched"] = len(untouched)
+            kept.append(self._stayed(u_after, self.before_untouched, everywhere, seg.labels(u_after),
+                                     self.before_untouched_labels))
+            m["specificity_untouched"] = float(kept[-1][0].mean())
+            m["n_untouched"] = len(u_after)
             m["toy_damage_l1_untouched_scenes"] = float((u_after - self.before_untouched).abs().mean())
-        m.update(rule_summary(target, heldout, torch.cat(keep)))
-        m["specificity_heldout_outside"] = float(keep[0].mean())
+        parts = PartCounts.cat([p for _, p in kept])
+        m.update(rule_summary(target, heldout, torch.cat([k for k, _ in kept]), parts))
+        m["specificity_heldout_outside"] = float(kept[0][0].mean())
         # How well the unedited generator draws these scenes where the rule acts: a ceiling for generality.
         m["toy_footprint_fidelity_before"] = float(goal_reached(h.before, h.original, h.must_change, self.tol,
                                                                 h.before_labels, h.true_labels).mean())
