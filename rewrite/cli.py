@@ -42,7 +42,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     label = HydraConfig.get().runtime.choices.get("strategy") if HydraConfig.initialized() else strategy.name
     extra = {"stats_time_s": stats.seconds, "stats_cached": int(stats.cached), "strategy": label or strategy.name,
              "split": cfg.split.name}
-    extra.update(ceiling_metrics(cfg, adapter, problem))  # before the edit: it needs the unedited model
+    extra.update(ceiling_metrics(cfg, adapter, problem, base_sha))  # before the edit: the unedited model
     scorers = build_scorers(cfg, adapter, request)
     metrics_cb = EditMetrics(out, perceptual, extra, scorers, cfg.eval.tol, cfg.eval.margin)
     logger = instantiate(cfg.logger) if cfg.get("logger") and cfg.logger.get("_target_") else False

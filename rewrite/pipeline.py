@@ -7,6 +7,8 @@ or a notebook builds an edit the same way (`build_edit(cfg)`).
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -76,17 +78,38 @@ def build_scorers(cfg: DictConfig, adapter: GeneratorAdapter, request: EditReque
     return scorers
 
 
-def ceiling_metrics(cfg: DictConfig, adapter: GeneratorAdapter, problem: EditProblem) -> dict[str, float]:
+_CEILINGS: OrderedDict[str, dict[str, float]] = OrderedDict()
+CEILING_MEMO = 64  # ceilings kept per process: a multirun's jobs share them when only the strategy changes
+
+
+def ceiling_metrics(cfg: DictConfig, adapter: GeneratorAdapter, problem: EditProblem,
+                    weights_sha256: str | None = None) -> dict[str, float]:
     """The paste ceiling at the problem's layer (`rewrite.eval.ceiling`), scored as the run scores its edit:
-    the evaluator, then the configured scorers. Needs the unedited model; {} when `eval.ceiling` is off."""
+    the evaluator, then the configured scorers. Needs the unedited model; {} when `eval.ceiling` is off.
+
+    With `weights_sha256` (the unedited weights' hash) the result is kept for the process under a key of
+    everything it depends on (weights, layer, request, scoring config, split), so the jobs of a multirun
+    that differ only in the strategy compute it once; a changed weight or request is a new key.
+    """
     if not cfg.eval.get("ceiling", True):
         return {}
+    key = json.dumps([weights_sha256, problem.site.layer_name, cfg.generator.get("value_at"),
+                      dataclasses.asdict(problem.request), OmegaConf.to_container(cfg.eval, resolve=True),
+                      cfg.split.heldout_offset], sort_keys=True, default=str) if weights_sha256 else None
+    if key is not None and key in _CEILINGS:
+        _CEILINGS.move_to_end(key)
+        return dict(_CEILINGS[key])
 
     def run_scorers(request: EditRequest) -> list[Scorer]:
         evaluator = Evaluator(dataclasses.replace(problem, request=request), None, cfg.eval.tol, cfg.eval.margin)
         return [evaluator, *build_scorers(cfg, adapter, request)]
 
-    return paste_ceiling(problem, run_scorers)
+    out = paste_ceiling(problem, run_scorers)
+    if key is not None:
+        _CEILINGS[key] = dict(out)
+        while len(_CEILINGS) > CEILING_MEMO:
+            _CEILINGS.popitem(last=False)
+    return out
 
 
 def resolved(node: DictConfig) -> dict[str, Any]:

@@ -79,3 +79,24 @@ def test_no_pasteable_heldout_region_gives_efficacy_only() -> None:
     m = paste_ceiling(p, evaluator_for(p))
     assert m["n_ceiling_heldout"] == 0 and m["ceiling_generality"] != m["ceiling_generality"]  # NaN
     assert 0 <= m["ceiling_efficacy"] <= 1
+
+
+def test_a_multirun_computes_a_ceiling_once_per_weights_and_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from rewrite import pipeline
+
+    with initialize_config_dir(pipeline.CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["generator=tiny", "edit=tiny_box"])
+    p = tiny_problem(request=REQUEST)
+    calls = []
+    real = pipeline.paste_ceiling
+    monkeypatch.setattr(pipeline, "paste_ceiling", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(pipeline, "_CEILINGS", type(pipeline._CEILINGS)())
+    first = pipeline.ceiling_metrics(cfg, p.site.adapter, p, "sha-a")
+    assert pipeline.ceiling_metrics(cfg, p.site.adapter, p, "sha-a") == first and len(calls) == 1
+    pipeline.ceiling_metrics(cfg, p.site.adapter, p, "sha-b")  # other weights: computed again
+    moved = dataclasses.replace(p, request=dataclasses.replace(p.request, heldout=p.request.heldout[:1]))
+    pipeline.ceiling_metrics(cfg, p.site.adapter, moved, "sha-a")  # another request: computed again
+    pipeline.ceiling_metrics(cfg, p.site.adapter, p, None)  # no hash: never kept
+    assert len(calls) == 4

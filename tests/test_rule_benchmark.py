@@ -33,6 +33,17 @@ def test_choose_takes_the_best_edit_score_then_the_faster_job(tmp_path: Path) ->
     assert best["edit_time_s"] == 1.5
 
 
+def test_choose_averages_a_setting_over_its_copy_paste_examples(tmp_path: Path) -> None:
+    """One lucky pair (0.9) must not beat a setting that is good on every pair (0.6, 0.6, 0.6)."""
+    for i, (mw, example, score) in enumerate([(0, 0, 0.9), (0, 1, 0.1), (0, 2, 0.2),
+                                               (1, 0, 0.6), (1, 1, 0.6), (1, 2, 0.6)]):
+        _job(tmp_path, f"{i}_j", ["split=validation", f"strategy.memory_weight={mw}", f"edit.example={example}"],
+             {"edit_score": score, "edit_time_s": 1.0})
+    overrides, best = rule_benchmark.choose(tmp_path)
+    assert overrides == {"strategy.memory_weight": "1"}  # the example is not part of the choice
+    assert best["examples"] == 3 and abs(best["edit_score"] - 0.6) < 1e-12
+
+
 def test_a_test_run_is_reused_only_for_the_same_choice(tmp_path: Path) -> None:
     run = _job(tmp_path, "0_rank_one", ["+experiment=x", "generator.layer=convs.3", "split=test"], {"edit_score": 1})
     assert rule_benchmark.ran_with(run, ["generator.layer=convs.3"])

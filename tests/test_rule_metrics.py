@@ -249,3 +249,24 @@ def test_washing_images_toward_an_average_cannot_buy_goal_pixels() -> None:
     assert scores["washed"]["generality"] < 0.5 * scores["washed"]["generality_footprint"]  # ...at a price
     assert scores["clean"]["generality"] == pytest.approx(scores["clean"]["generality_footprint"])
     assert scores["clean"]["edit_score"] > 2 * scores["washed"]["edit_score"]
+
+
+def test_snapshots_are_shared_only_for_the_same_weights(oracle) -> None:
+    """The toy scorer's snapshot of the unedited model is kept per process under the weights' hash: the same
+    weights reuse it, changed weights (an edited or another model) take a new one."""
+    from rewrite.toyworld.requests import score as toy_score
+
+    model, _ = oracle
+    adapter = GeneratorAdapter(model, (Z_DIM,), "oracle")
+    seg = load_toy_segmenter()
+    first = toy_score._snapshot(adapter, [1, 2], "add_tree", 0.1, 1, seg, memo=True)
+    assert toy_score._snapshot(adapter, [1, 2], "add_tree", 0.1, 1, seg, memo=True) is first
+    assert toy_score._snapshot(adapter, [1, 2], "add_tree", 0.2, 1, seg, memo=True) is not first  # other tol
+    assert toy_score._snapshot(adapter, [1, 2], "add_tree", 0.1, 1, seg, memo=False) is not first
+    with torch.no_grad():
+        model.dummy.add_(1.0)
+    try:
+        assert toy_score._snapshot(adapter, [1, 2], "add_tree", 0.1, 1, seg, memo=True) is not first
+    finally:
+        with torch.no_grad():
+            model.dummy.sub_(1.0)

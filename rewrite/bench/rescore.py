@@ -55,11 +55,11 @@ def rescore(folder: Path) -> dict[str, object]:
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     cfg.progress = False
-    adapter, request, _, problem = build_edit(cfg)
+    adapter, request, stats, problem = build_edit(cfg)
     perceptual = make_perceptual(cfg.eval.perceptual) if cfg.eval.perceptual else None
     evaluator = Evaluator(problem, perceptual, cfg.eval.tol, cfg.eval.margin)
     scorers = build_scorers(cfg, adapter, request)
-    ceiling = ceiling_metrics(cfg, adapter, problem)
+    ceiling = ceiling_metrics(cfg, adapter, problem, stats.spec.weights_sha256)
     art = EditArtifact.load(folder / EDIT_FILE)
     result = EditResult(art.new_values(adapter.model.state_dict()), art.delta() if art.kind == "low_rank" else None)
     saved = adapter.state_copy()

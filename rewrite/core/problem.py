@@ -48,6 +48,8 @@ def paste_offset(copy: Region, region: Region, size: int) -> tuple[int, int] | N
     return x0 - cx0, y0 - cy0
 
 
+CONTEXT_BATCH = 32  # context scenes whose keys are captured in one forward pass
+
 MIN_CELL_COVER = 0.25
 """A region must cover at least this share of some feature cell of the edited layer (else it edits nothing it marks)."""
 
@@ -186,8 +188,13 @@ def build_problem(site: EditSite, request: EditRequest, covariance: Tensor) -> E
     paste_sel = select(request.paste.mask(size), hk, wk, "the paste region")
     paste_keys = key_rows(tgt.keys)[paste_sel.flatten()]
     ctx = []
+    keys_of = {request.paste.seed: tgt.keys}  # one batched pass (stopped at the layer) per 32 context scenes
+    others = list(dict.fromkeys(r.seed for r in request.context_regions if r.seed not in keys_of))
+    for i in range(0, len(others), CONTEXT_BATCH):
+        chunk = others[i : i + CONTEXT_BATCH]
+        keys_of.update(zip(chunk, site.capture_keys(adapter.sample_z(chunk)).split(1), strict=True))
     for i, r in enumerate(request.context_regions):
-        k = tgt.keys if r == request.paste else site.capture(adapter.sample_z([r.seed])).keys
+        k = keys_of[r.seed]
         ctx.append(key_rows(k)[select(r.mask(size), hk, wk, f"context region {i} (seed {r.seed})").flatten()])
     context_keys = torch.cat(ctx) if ctx else paste_keys
     for i, r in enumerate(request.heldout):  # checked now, not when the finished edit is scored

@@ -29,10 +29,12 @@ does not draw what the rule acts on, so nothing can be measured).
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 
 import torch
 from torch import Tensor
 
+from rewrite.core.files import state_fingerprint
 from rewrite.core.request import EditRequest
 from rewrite.eval.rule_metrics import (
     DEFAULT_TOL,
@@ -83,32 +85,52 @@ class _Scenes:
                                                              self.ideal_labels)
 
 
+_SNAPSHOTS: OrderedDict[tuple, _Scenes] = OrderedDict()
+SNAPSHOT_MEMO = 32  # scene snapshots kept per process (a multirun's jobs share the unedited model's)
+
+
+def _snapshot(adapter: GeneratorAdapter, seeds: list[int], rule: str, tol: float, margin: int,
+              segmenter: ToySegmenter, memo: bool) -> _Scenes:
+    """The scenes of `seeds` with the unedited model's images; with `memo`, kept under the weights' and the
+    segmenter's hashes and everything else they depend on (a changed weight is a new key)."""
+    if not memo:
+        return _Scenes(adapter, adapter.sample_z(seeds), rule, tol, margin, segmenter)
+    key = (adapter.fingerprint(), state_fingerprint(segmenter.state_dict()), tuple(seeds), rule, tol, margin)
+    if key not in _SNAPSHOTS:
+        _SNAPSHOTS[key] = _Scenes(adapter, adapter.sample_z(seeds), rule, tol, margin, segmenter)
+        while len(_SNAPSHOTS) > SNAPSHOT_MEMO:
+            _SNAPSHOTS.popitem(last=False)
+    _SNAPSHOTS.move_to_end(key)
+    return _SNAPSHOTS[key]
+
+
 class ToyRuleScore:
     """Snapshot at construction (unedited model); `metrics()` after the edit is applied.
 
     `seeds` are held-out scenes the rule changes, `untouched_seeds` scenes it leaves alone,
-    `target_seed` the scene the edit was made on (for `efficacy`).
+    `target_seed` the scene the edit was made on (for `efficacy`). With `memo`, the snapshots of the
+    held-out and target scenes are shared with earlier scorers of the same weights in this process.
     """
 
     def __init__(self, adapter: GeneratorAdapter, rule: str, seeds: list[int], untouched_seeds: list[int],
                  segmenter: ToySegmenter, target_seed: int | None = None, tol: float = DEFAULT_TOL,
-                 margin: int = 1) -> None:
+                 margin: int = 1, memo: bool = False) -> None:
         if not seeds:
             raise ValueError("toy scoring needs held-out scenes")
         self.adapter, self.rule, self.segmenter, self.tol = adapter, rule, segmenter, tol
         self.z = adapter.sample_z(seeds)
-        self.held = _Scenes(adapter, self.z, rule, tol, margin, segmenter)
+        self.held = _snapshot(adapter, seeds, rule, tol, margin, segmenter, memo)
         empty = ~self.held.must_change.flatten(1).any(1)
         if bool(empty.any()):
             bad = [s for s, e in zip(seeds, empty.tolist(), strict=True) if e]
             raise ValueError(f"held-out scenes {bad} are not changed by rule {rule!r}")
         self.z_target = adapter.sample_z([target_seed]) if target_seed is not None else None
-        self.target = _Scenes(adapter, self.z_target, rule, tol, margin, segmenter) if self.z_target is not None \
-            else None
+        self.target = _snapshot(adapter, [target_seed], rule, tol, margin, segmenter, memo) \
+            if target_seed is not None else None
         self.z_untouched = adapter.sample_z(untouched_seeds) if untouched_seeds else None
         if self.z_untouched is not None:
-            self.before_untouched = _images01(adapter, self.z_untouched)
-            self.before_untouched_labels = segmenter.labels(self.before_untouched)
+            untouched = _snapshot(adapter, untouched_seeds, rule, tol, margin, segmenter, memo)
+            self.before_untouched, self.before_untouched_labels = untouched.before, untouched.before_labels
 
     def _reached(self, s: _Scenes, images: Tensor, labels: Tensor) -> Tensor:
         return goal_reached(images, s.ideal, s.footprint, self.tol, labels, s.ideal_labels)
@@ -180,7 +202,13 @@ def toy_rule_scorer(adapter: GeneratorAdapter, request: EditRequest, rule: str, 
         raise FileNotFoundError(f"toy-world scoring needs the segmenter weights at {segmenter_path()}")
     seeds = list(dict.fromkeys(r.seed for r in request.heldout))
     return ToyRuleScore(adapter, rule, seeds, untouched_seeds(rule, untouched_start + heldout_offset, untouched),
-                        load_toy_segmenter(), target_seed=request.paste.seed, tol=tol, margin=margin)
+                        _segmenter(), target_seed=request.paste.seed, tol=tol, margin=margin, memo=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _segmenter() -> ToySegmenter:
+    """The committed segmenter, loaded once per process (read-only: it only labels images)."""
+    return load_toy_segmenter()
 
 
 def ideal_images(z: Tensor, rule: str) -> Tensor:
