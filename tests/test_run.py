@@ -142,15 +142,34 @@ def test_generator_tuned_settings_are_the_strategy_defaults_and_yield_to_the_com
         assert (s.cfg.key_method, s.cfg.rank, s.cfg.memory_weight) == ("zca", 4, 0.0)  # no tuned block: defaults
 
 
-def test_toy_generator_tuned_settings_are_the_benchmark_choices() -> None:
-    """The `tuned:` block holds what python -m rewrite.bench.benchmark toy_dome_to_spire chose on validation scenes."""
+@pytest.mark.parametrize("generator", ["toy_stylegan2", "dcgan_face"])
+def test_generator_tuned_settings_are_the_benchmark_choices(generator: str) -> None:
+    """The tuned section is what `python -m rewrite.bench.benchmark --tune` wrote from the chosen.json it names."""
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=["generator=toy_stylegan2", "edit=toy_dome_to_spire"])
-    s = instantiate(cfg.strategy)
-    assert (s.cfg.key_method, s.cfg.memory_weight) == ("mean", 1.0) and cfg.generator.layer == "convs.3"
-    assert cfg.edit.context == 96 and cfg.edit.example == 0
-    chosen = json.loads((Path(__file__).parents[1] / "experiments/results/toy_dome_to_spire/chosen.json").read_text())
+        cfg = compose("config", overrides=[f"generator={generator}"])
+    chosen = json.loads((Path(__file__).parents[1] / cfg.generator.tuned_from).read_text())
+    assert cfg.generator.layer == chosen["rank_one"]["overrides"]["generator.layer"]
     for name, tuned in cfg.generator.tuned.items():
         picked = chosen[name]["overrides"]
         assert tuned.key_method == picked["strategy.key_method"], name
         assert tuned.memory_weight == float(picked["strategy.memory_weight"]), name
+    s = instantiate(cfg.strategy)
+    assert (s.cfg.key_method, s.cfg.memory_weight) == (cfg.generator.tuned.rank_one.key_method,
+                                                       cfg.generator.tuned.rank_one.memory_weight)
+
+
+def test_the_benchmark_writes_the_tuned_section(tmp_path: Path) -> None:
+    from rewrite.bench.benchmark import TUNED_MARK, tuned_block, write_tuned
+
+    yaml = tmp_path / "g.yaml"
+    yaml.write_text(f"model: {{}}\n{TUNED_MARK}\nlayer: old\ntuned: {{}}\n")
+    chosen = {"rank_one": {"overrides": {"generator.layer": "convs.5", "strategy.key_method": "mean",
+                                         "strategy.memory_weight": "5"}},
+              "full_finetune": {"overrides": {"strategy.lr": "0.001"}}}
+    write_tuned(yaml, tuned_block("toy_x", Path("results/toy_x"), chosen))
+    cfg = OmegaConf.load(yaml)
+    assert cfg.layer == "convs.5" and cfg.tuned_from == "results/toy_x/chosen.json" and "model" in cfg
+    assert OmegaConf.to_container(cfg.tuned) == {"rank_one": {"key_method": "mean", "memory_weight": 5.0}}
+    (tmp_path / "hand.yaml").write_text("a: 1\n")
+    with pytest.raises(SystemExit, match="no line"):
+        write_tuned(tmp_path / "hand.yaml", "x")

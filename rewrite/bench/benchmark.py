@@ -108,6 +108,43 @@ def choose(folder: Path) -> tuple[dict[str, str], dict[str, object]]:
     return dict(best), scored[best]
 
 
+TUNED_MARK = "# --- tuned: written by python -m rewrite.bench.benchmark --tune (do not edit by hand) ---"
+TUNABLE = {"rank_one": ("key_method", "memory_weight"), "low_rank": ("key_method", "memory_weight"),
+           "closed_form": ("key_method", "memory_weight")}
+"""Strategy fields whose defaults a generator config reads from its `tuned:` block."""
+
+
+def tuned_block(edit: str, out: Path, chosen: dict[str, dict[str, object]]) -> str:
+    """The generator config's tuned section: the default layer (rank_one's choice) and the tunable fields."""
+    lines = [TUNED_MARK, f"tuned_from: {out.as_posix()}/chosen.json  # the benchmark of {edit} these came from"]
+    layer = chosen.get("rank_one", {}).get("overrides", {}).get("generator.layer")  # type: ignore[union-attr]
+    if layer:
+        lines.append(f"layer: {layer}")
+    lines.append("tuned:")
+    for name, fields in TUNABLE.items():
+        if name in chosen:
+            picked = chosen[name]["overrides"]
+            values = ", ".join(f"{f}: {_yaml_value(picked[f'strategy.{f}'])}" for f in fields  # type: ignore[index]
+                               if f"strategy.{f}" in picked)  # type: ignore[operator]
+            lines.append(f"  {name}: {{{values}}}")
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_value(v: object) -> str:
+    try:
+        return repr(float(v))  # type: ignore[arg-type]
+    except ValueError:
+        return str(v)
+
+
+def write_tuned(generator_yaml: Path, block: str) -> None:
+    """Replace the generator config's tuned section (from `TUNED_MARK` to the end) by `block`."""
+    text = generator_yaml.read_text()
+    if TUNED_MARK not in text:
+        raise SystemExit(f"--tune: {generator_yaml} has no line {TUNED_MARK!r} to write below")
+    atomic_write(generator_yaml, lambda tmp: tmp.write_text(text[: text.index(TUNED_MARK)] + block))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("edit", help="edit config name, e.g. toy_dome_to_spire or face_eyeglasses")
@@ -115,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--strategies", default=None, help="comma-separated subset (default: all of the family's)")
     ap.add_argument("--examples", type=int, default=1,
                     help="also score each chosen setting with copy/paste pairs 1..N-1 on the test seeds (toy rules)")
+    ap.add_argument("--tune", action="store_true",
+                    help="write the choices into the generator config's tuned section (its strategy defaults)")
     ap.add_argument("--choose-examples", type=int, default=1,
                     help="choose each setting by its mean edit_score over copy/paste pairs 0..N-1 on the "
                          "validation seeds (toy rules)")
@@ -147,6 +186,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[chosen] {name}: {overrides} (validation edit_score {best['edit_score']:.3f} over "
               f"{best['examples']} example(s))", flush=True)
     atomic_write(out / "chosen.json", lambda tmp: tmp.write_text(json.dumps(chosen, indent=2)))
+    if args.tune:
+        generator = OmegaConf.load(EXPERIMENTS / f"search_{fam}_{names[0]}.yaml").defaults[0]["override /generator"]
+        write_tuned(Path(CONF_DIR) / "generator" / f"{generator}.yaml", tuned_block(args.edit, out, chosen))
     for i, name in enumerate(names):
         folder = out / "test" / f"{i}_{name}"
         ov = [f"{k}={v}" for k, v in chosen[name]["overrides"].items()]  # type: ignore[union-attr]
