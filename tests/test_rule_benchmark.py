@@ -37,7 +37,8 @@ def test_choose_averages_a_setting_over_its_copy_paste_examples(tmp_path: Path) 
     """One lucky pair (0.9) must not beat a setting that is good on every pair (0.6, 0.6, 0.6)."""
     for i, (mw, example, score) in enumerate([(0, 0, 0.9), (0, 1, 0.1), (0, 2, 0.2),
                                                (1, 0, 0.6), (1, 1, 0.6), (1, 2, 0.6)]):
-        _job(tmp_path, f"{i}_j", ["split=validation", f"strategy.memory_weight={mw}", f"edit.example={example}"],
+        _job(tmp_path, f"{i}_j", ["split=validation", f"strategy.memory_weight={mw}", f"edit.example={example}",
+                                  *rule_benchmark.VALIDATION_ONLY],
              {"edit_score": score, "edit_time_s": 1.0})
     overrides, best = rule_benchmark.choose(tmp_path)
     assert overrides == {"strategy.memory_weight": "1"}  # the example is not part of the choice

@@ -81,6 +81,7 @@ def ran_with(folder: Path, overrides: list[str]) -> bool:
 
 
 EXAMPLE = "edit.example"  # the copy/paste pair a toy request uses; choices average over it
+NOT_CHOSEN = {EXAMPLE, *(o.split("=", 1)[0] for o in VALIDATION_ONLY)}  # overrides that are not a setting
 
 
 def choose(folder: Path) -> tuple[dict[str, str], dict[str, object]]:
@@ -92,7 +93,7 @@ def choose(folder: Path) -> tuple[dict[str, str], dict[str, object]]:
     sweep = load_sweep(folder)
     groups: dict[tuple[tuple[str, str], ...], list[dict[str, object]]] = {}
     for r in sweep.rows:
-        setting = tuple(sorted((k, str(v)) for k, v in r.items() if "." in k and k != EXAMPLE))
+        setting = tuple(sorted((k, str(v)) for k, v in r.items() if "." in k and k not in NOT_CHOSEN))
         groups.setdefault(setting, []).append(r)
 
     def mean(rows: list[dict[str, object]], key: str) -> float:
@@ -195,15 +196,19 @@ def main(argv: list[str] | None = None) -> None:
         if not (folder / "metrics.json").is_file() or not ran_with(folder, ov):
             shutil.rmtree(folder, ignore_errors=True)
             run([*base, f"+experiment=search_{fam}_{name}", *ov, "split=test", f"hydra.run.dir={folder}"], log)
-    for i, name in enumerate(names):
+    for i, name in enumerate(names):  # one multirun per strategy over the examples still missing
         ov = [f"{k}={v}" for k, v in chosen[name]["overrides"].items()]  # type: ignore[union-attr]
-        for k in range(1, args.examples):
-            folder = out / "examples" / f"{i}_{name}" / str(k)
-            if not (folder / "metrics.json").is_file() or not ran_with(folder, [*ov, f"edit.example={k}"]):
-                shutil.rmtree(folder, ignore_errors=True)
-                print(f"[example {k}] {name}", flush=True)
-                run([*base, f"+experiment=search_{fam}_{name}", *ov, f"edit.example={k}", "split=test",
-                     f"hydra.run.dir={folder}"], log)
+        folder = out / "examples" / f"{i}_{name}"
+        missing = [k for k in range(1, args.examples)
+                   if not (folder / str(k) / "metrics.json").is_file()
+                   or not ran_with(folder / str(k), [*ov, f"{EXAMPLE}={k}"])]
+        if missing:
+            for k in missing:
+                shutil.rmtree(folder / str(k), ignore_errors=True)
+            print(f"[examples {','.join(map(str, missing))}] {name}", flush=True)
+            run([*base[:3], "-m", *base[3:], f"+experiment=search_{fam}_{name}", *ov,
+                 f"{EXAMPLE}={','.join(map(str, missing))}", "split=test", f"hydra.sweep.dir={folder}",
+                 "hydra.sweep.subdir=${edit.example}"], log)
     text = summary(out, names, chosen, args.examples)
     atomic_write(out / "table.md", lambda tmp: tmp.write_text(text + "\n"))
     print(text)
