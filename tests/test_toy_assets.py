@@ -38,7 +38,8 @@ def test_architecture_is_read_from_the_checkpoint(tmp_path: Path) -> None:
     assert committed["architecture"] == TOY_ARCHITECTURE
     assert card == {**TOY_ARCHITECTURE, "channels": {str(r): c for r, c in TOY_ARCHITECTURE["channels"].items()}}
     # another shape loads through the same function, weights intact
-    arch = {"w_dim": 24, "mapping_hidden": 32, "channels": {4: 16, 8: 16, 16: 8, 32: 24, 64: 12}}
+    arch = {"w_dim": 24, "mapping_hidden": 32, "channels": {4: 16, 8: 16, 16: 8, 32: 24, 64: 12},
+            "scene_styles": 3, "rgb_from": 16}
     variant = build_toy_generator(arch)
     torch.save({"g_ema": variant.state_dict(), "architecture": arch}, tmp_path / "variant.pt")
     loaded = load_toy_stylegan2(str(tmp_path / "variant.pt"))
@@ -52,6 +53,34 @@ def test_architecture_is_read_from_the_checkpoint(tmp_path: Path) -> None:
         load_toy_stylegan2(str(tmp_path / "wrong.pt"))
     with pytest.raises(ValueError, match="unknown toy architecture keys"):
         build_toy_generator({"n_mlp": 8})
+
+
+def test_the_world_v2_generator_still_loads() -> None:
+    """The previous toy generator (every layer's style from the scene code, RGB from every resolution) is kept
+    with its results and loads by path: its checkpoint names no `scene_styles` / `rgb_from`."""
+    path = Path(__file__).parents[1] / "experiments/results/toy_world_v2/toy_stylegan2_v2.pt"
+    assert "scene_styles" not in torch.load(path, map_location="cpu", weights_only=True)["architecture"]
+    v2 = load_toy_stylegan2(str(path))
+    assert v2.model.scene_styles is None and v2.model.rgb_from == 4
+    x = v2.generate(v2.sample_z([3]))
+    truth = render(params_from_z(v2.sample_z([3])))[0]
+    assert float(((x.clamp(-1, 1) + 1) / 2 - truth).abs().mean()) < 0.1  # it draws the scene
+
+
+def test_constant_styles_ignore_the_scene_code() -> None:
+    """v3: from `scene_styles` on every layer takes the one learned style, whatever w says."""
+    g = build_toy_generator({"w_dim": 8, "mapping_hidden": 0, "channels": {4: 8, 8: 8, 16: 8, 32: 8, 64: 8},
+                             "scene_styles": 4, "rgb_from": 32}).eval()
+    latent = g.latents(g.style(torch.randn(2, Z_DIM)).unsqueeze(1).expand(-1, g.n_latent, -1), input_is_latent=True)
+    assert torch.equal(latent[0, 4:], latent[1, 4:]) and not torch.equal(latent[0, :4], latent[1, :4])
+    assert torch.equal(latent[0, 4], g.fine_style)
+    z = torch.randn(2, Z_DIM)
+    with torch.no_grad():
+        before = g(z)
+        g.to_rgbs[1].bias.add_(1.0)  # the 16 px RGB output: dropped with rgb_from=32
+        assert torch.equal(g(z), before)
+        g.to_rgbs[2].bias.add_(1.0)  # the 32 px one counts
+        assert not torch.equal(g(z), before)
 
 
 def test_segmenter_reads_fresh_renders() -> None:
