@@ -19,6 +19,8 @@ alone, *per part*: for each class (as the segmenter reads the unedited image) th
 that stayed, pooled over the scenes, then the mean over the classes present, so switching off every
 window counts as much as repainting the sky (`specificity_pixels`: the share of all pixels;
 `specificity_worst_class` and its `_name`: the part kept worst; `specificity_class_<name>` each part).
+Pixels the unedited image shows as the rule's source class (dome, watermark, reflection) are the rule's to
+change wherever the generator drew them, so they are left out of specificity even outside the true footprint.
 Diagnostics: `toy_footprint_fidelity_before` (how well the unedited generator
 draws the scenes where the rule acts: a ceiling for generality), the class-only and colour-only
 parts, the paper-style `toy_segmenter_changed_fraction`, and `toy_source_recall_before` (the share
@@ -79,6 +81,9 @@ class _Scenes:
         self.keep = ~dilate(touched, margin)
         self.before = _images01(adapter, z)
         self.before_labels = segmenter.labels(self.before)
+        source = SEG_FIGURE[rule][0]
+        if source is not None:  # every dome / watermark / reflection the model draws is the rule's to change,
+            self.keep &= self.before_labels != CLASS_ID[source]  # even where the true render has none
         self.must_change = change_footprint(self.original, self.ideal, tol, self.true_labels, self.ideal_labels)
         # Pixels the unedited generator already draws as the ideal need no edit: left out, so no edit scores 0.
         self.footprint = self.must_change & change_footprint(self.before, self.ideal, tol, self.before_labels,
@@ -129,8 +134,8 @@ class ToyRuleScore:
             if target_seed is not None else None
         self.z_untouched = adapter.sample_z(untouched_seeds) if untouched_seeds else None
         if self.z_untouched is not None:
-            untouched = _snapshot(adapter, untouched_seeds, rule, tol, margin, segmenter, memo)
-            self.before_untouched, self.before_untouched_labels = untouched.before, untouched.before_labels
+            self.untouched = _snapshot(adapter, untouched_seeds, rule, tol, margin, segmenter, memo)
+            self.before_untouched, self.before_untouched_labels = self.untouched.before, self.untouched.before_labels
 
     def _reached(self, s: _Scenes, images: Tensor, labels: Tensor) -> Tensor:
         return goal_reached(images, s.ideal, s.footprint, self.tol, labels, s.ideal_labels)
@@ -165,8 +170,7 @@ class ToyRuleScore:
         m: dict[str, float] = {}
         if self.z_untouched is not None:
             u_after = _images01(self.adapter, self.z_untouched)
-            everywhere = torch.ones(u_after.shape[0], *u_after.shape[-2:], dtype=torch.bool)
-            kept.append(self._stayed(u_after, self.before_untouched, everywhere, seg.labels(u_after),
+            kept.append(self._stayed(u_after, self.before_untouched, self.untouched.keep, seg.labels(u_after),
                                      self.before_untouched_labels))
             m["specificity_untouched"] = float(kept[-1][0].mean())
             m["n_untouched"] = len(u_after)
