@@ -1,4 +1,4 @@
-# `make demo` runs the main job on the embedded toy-world generator (dome -> spire); `make test` runs the tests.
+# `make demo` runs the main job on the embedded toy-world generator (add a tree: a rule that carries over); `make test` runs the tests.
 # Both create .venv first if needed (torch 2.14.1 / torchvision 0.29.1 from pip).
 PY ?= python3
 VENV ?= .venv
@@ -14,7 +14,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	WANDB_MODE=offline $(BIN)/python -m rewrite generator=toy_stylegan2 edit=toy_dome_to_spire
+	WANDB_MODE=offline $(BIN)/python -m rewrite generator=toy_stylegan2 edit=toy_add_tree
 
 test: $(BIN)/.installed
 	WANDB_MODE=offline $(BIN)/python -m pytest -q
