@@ -30,13 +30,13 @@ def values_replaced(site: EditSite, values: Mapping[int, tuple[Tensor, Tensor]])
     """While active, every forward pass of the generator draws `value` in place of the layer's value for
     each batch row whose latent equals a key's `z` (`values`: seed -> (z (1, ...), value (1, ...)));
     other rows are drawn as usual. So any scorer, generating as it always does, sees the pasted scenes."""
-    rows: list[Tensor] = []
+    current: dict[str, Tensor] = {}  # the latents of the forward pass under way
 
     def remember_z(_m: torch.nn.Module, args: tuple[Tensor, ...]) -> None:
-        rows.append(args[0])
+        current["z"] = args[0]
 
     def substitute(_m: torch.nn.Module, _inp: tuple[Tensor, ...], out: Tensor) -> Tensor:
-        z = rows[-1]
+        z = current["z"]
         out = out.clone()
         for zs, value in values.values():
             hit = (z.reshape(len(z), -1) == zs.reshape(1, -1).to(z)).all(1)
