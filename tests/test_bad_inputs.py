@@ -178,11 +178,28 @@ def _readme_rows() -> dict[str, tuple[str, str]]:
     return rows
 
 
+def _all_cases() -> dict[str, tuple[type[BaseException] | None, str, object]]:
+    """CASES of this module and of every other tests/test_bad_inputs_<area>.py (one area per module)."""
+    import importlib.util
+
+    cases = dict(CASES)
+    for path in sorted(ROOT.glob("tests/test_bad_inputs_*.py")):
+        spec = importlib.util.spec_from_file_location(f"_bad_inputs_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        clash = set(cases) & set(module.CASES)
+        assert not clash, f"{path.name} repeats case names {sorted(clash)}"
+        cases.update(module.CASES)
+    return cases
+
+
 def test_readme_table_lists_every_case_with_its_error() -> None:
-    rows = _readme_rows()
-    assert set(rows) == set(CASES), "README '## Bad input' table and tests/test_bad_inputs.py disagree"
+    rows, cases = _readme_rows(), _all_cases()
+    assert set(rows) == set(cases), ("README '## Bad input' table and tests/test_bad_inputs*.py disagree: "
+                                     f"only in README {sorted(set(rows) - set(cases))}, "
+                                     f"only in tests {sorted(set(cases) - set(rows))}")
     for case, (exc, message) in rows.items():
-        expected = CASES[case][0]
+        expected = cases[case][0]
         assert ("warning" in exc.lower()) if expected is None else exc == expected.__name__, case
-        assert CASES[case][1] in message.replace("\\|", "|"), case
+        assert cases[case][1] in message.replace("\\|", "|"), case
     assert len(rows) >= 15

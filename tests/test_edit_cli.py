@@ -38,6 +38,16 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _refused(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    """`rewrite-edit argv` as typed: a refusal is exit status 2 and one `rewrite-edit: error:` line on stderr
+    (no traceback); returns that line."""
+    with pytest.raises(SystemExit) as exit_:
+        cli(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("rewrite-edit: error: ") and err.count("\n") == 1, err
+    return err
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Edit A (layer main.4) on the base, then edit B (main.7) on base + A: two runs one after the other."""
@@ -83,10 +93,10 @@ def test_stack_of_two_equals_the_two_runs_and_undo_is_bit_exact(two_runs: dict[s
 
 def test_wrong_base_and_wrong_order_are_refused(two_runs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
     t, tmp = two_runs, two_runs["tmp"]
-    assert cli(["apply", str(t["base"]), str(t["b"]), "-o", str(tmp / "x.pt")]) == 1  # B was made on base + A
-    err = capsys.readouterr().err
+    err = _refused(["apply", str(t["base"]), str(t["b"]), "-o", str(tmp / "x.pt")], capsys)  # B was made on base + A
     assert "does not apply to the base" in err and "sha256" in err and not (tmp / "x.pt").exists()
-    assert cli(["stack", str(t["base"]), str(t["b"]), str(t["a"]), "-o", str(tmp / "y.json")]) == 1
+    assert "does not apply to the base" in _refused(["stack", str(t["base"]), str(t["b"]), str(t["a"]),
+                                                     "-o", str(tmp / "y.json")], capsys)
     assert not (tmp / "y.json").exists()
 
 
@@ -95,20 +105,18 @@ def test_changed_files_corrupt_files_and_empty_undo_are_refused(two_runs: dict[s
     t, tmp = two_runs, two_runs["tmp"]
     corrupt = tmp / "corrupt.safetensors"
     corrupt.write_bytes(t["a"].read_bytes()[:100])
-    assert cli(["apply", str(t["base"]), str(corrupt), "-o", str(tmp / "c.pt")]) == 1
-    assert "not a readable edit file" in capsys.readouterr().err
+    assert "not a readable edit file" in _refused(["apply", str(t["base"]), str(corrupt), "-o", str(tmp / "c.pt")],
+                                                  capsys)
     base_copy = tmp / "base_copy.pt"
     base_copy.write_bytes(t["base"].read_bytes())
     stack = tmp / "t.stack.json"
     assert cli(["stack", str(base_copy), str(t["a"]), "-o", str(stack)]) == 0
     torch.save({"g_ema": {"w": torch.zeros(1)}}, base_copy)  # the base changes under the stack
-    assert cli(["export", str(stack), "-o", str(tmp / "d.pt")]) == 1
-    assert "changed since it joined the stack" in capsys.readouterr().err
+    assert "changed since it joined the stack" in _refused(["export", str(stack), "-o", str(tmp / "d.pt")], capsys)
     empty = tmp / "e.stack.json"
     stack_data = json.loads(stack.read_text())
     empty.write_text(json.dumps({**stack_data, "edits": []}))
-    assert cli(["undo", str(empty)]) == 1
-    assert "no edit to undo" in capsys.readouterr().err
+    assert "no edit to undo" in _refused(["undo", str(empty)], capsys)
 
 
 def test_show_describes_an_edit(two_runs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
@@ -144,17 +152,51 @@ def test_outputs_that_cannot_be_written_are_refused_cleanly(two_runs: dict[str, 
     t, tmp = two_runs, two_runs["tmp"]
     folder = tmp / "a_folder"
     folder.mkdir()
-    assert cli(["apply", str(t["base"]), str(t["a"]), "-o", str(folder)]) == 1  # -o names a folder
-    assert "it is a folder" in capsys.readouterr().err and list(folder.iterdir()) == []
-    assert cli(["apply", str(t["base"]), str(t["a"]), "-o", str(tmp / "x.safetensors")]) == 1  # other format
-    assert "must end like the base's" in capsys.readouterr().err
-    assert cli(["stack", str(t["base"]), str(t["a"]), "-o", str(tmp / "s.stack")]) == 1
-    assert "name a stack file *.json" in capsys.readouterr().err
+    assert "it is a folder" in _refused(["apply", str(t["base"]), str(t["a"]), "-o", str(folder)], capsys)
+    assert list(folder.iterdir()) == []
+    assert "must end like the base's" in _refused(["apply", str(t["base"]), str(t["a"]),
+                                                   "-o", str(tmp / "x.safetensors")], capsys)  # other format
+    assert "name a stack file *.json" in _refused(["stack", str(t["base"]), str(t["a"]), "-o", str(tmp / "s.stack")],
+                                                  capsys)
     bad = tmp / "bad.stack.json"
     bad.write_text(json.dumps({"format": "rewrite-stack/1", "base": "b.pt", "edits": ["a"]}))
-    assert cli(["export", str(bad), "-o", str(tmp / "z.pt")]) == 1
-    assert "a stack needs base, base_sha256" in capsys.readouterr().err
+    assert "a stack needs base, base_sha256" in _refused(["export", str(bad), "-o", str(tmp / "z.pt")], capsys)
     assert not [p for p in tmp.iterdir() if p.name.endswith(".tmp.pt") or ".tmp." in p.name]  # no debris
+
+
+def test_a_write_that_does_not_read_back_replaces_nothing(two_runs: dict[str, Path], capsys: pytest.CaptureFixture,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkpoint is read back and its tensors' sha256 compared before it replaces the old file, so a
+    write gone wrong (a disk, a library) leaves the earlier export as it was."""
+    t, tmp = two_runs, two_runs["tmp"]
+    out = tmp / "verified.pt"
+    assert cli(["apply", str(t["base"]), str(t["a"]), "-o", str(out)]) == 0
+    good = out.read_bytes()
+    real_save = torch.save
+
+    def save_one_value_off(obj: dict, f: Path) -> None:
+        state = {k: v.clone() for k, v in obj["g_ema"].items()}
+        state["main.4.weight"].view(-1)[0] += 1
+        real_save({**obj, "g_ema": state}, f)
+
+    monkeypatch.setattr(torch, "save", save_one_value_off)
+    err = _refused(["apply", str(t["base"]), str(t["a"]), "-o", str(out)], capsys)
+    assert "does not read back as the weights meant for it" in err and out.read_bytes() == good
+    assert not [p for p in tmp.iterdir() if ".tmp." in p.name]  # the temporary file is gone too
+
+
+def test_apply_on_a_stack_file_keeps_its_members(two_runs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    """`apply STACK.json EDIT`: the stack's base and edits are inputs too, and the output keeps its base's format."""
+    t, tmp = two_runs, two_runs["tmp"]
+    stack = tmp / "u.stack.json"
+    assert cli(["stack", str(t["base"]), str(t["a"]), "-o", str(stack)]) == 0
+    base_bytes = t["base"].read_bytes()
+    err = _refused(["apply", str(stack), str(t["b"]), "-o", str(t["base"])], capsys)
+    assert "would overwrite the base checkpoint of stack" in err and t["base"].read_bytes() == base_bytes
+    assert "must end like the base's" in _refused(["apply", str(stack), str(t["b"]),
+                                                   "-o", str(tmp / "ub.safetensors")], capsys)
+    assert cli(["apply", str(stack), str(t["b"]), "-o", str(tmp / "ub.pt")]) == 0
+    assert _same(_state(tmp / "ub.pt"), load_file(str(t["run_b"])))
 
 
 def _umask() -> int:

@@ -4,17 +4,20 @@ multiruns, exercised in test_run)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from rewrite.bench import benchmark as rule_benchmark
+from rewrite.runner.runfolder import RUN_OVERRIDES
 
 
 def _job(root: Path, name: str, overrides: list[str], metrics: dict) -> Path:
+    """A job folder as a finished run leaves it: its overrides, and metrics.json recording them."""
     (root / name / ".hydra").mkdir(parents=True)
     (root / name / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    (root / name / "metrics.json").write_text(json.dumps(metrics))
+    (root / name / "metrics.json").write_text(json.dumps({**metrics, RUN_OVERRIDES: overrides}))
     return root / name
 
 
@@ -45,10 +48,34 @@ def test_choose_averages_a_setting_over_its_copy_paste_examples(tmp_path: Path) 
     assert best["examples"] == 3 and abs(best["edit_score"] - 0.6) < 1e-12
 
 
-def test_a_test_run_is_reused_only_for_the_same_choice(tmp_path: Path) -> None:
+def test_a_test_run_is_reused_only_for_the_same_choice(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     run = _job(tmp_path, "0_rank_one", ["+experiment=x", "generator.layer=convs.3", "split=test"], {"edit_score": 1})
     assert rule_benchmark.ran_with(run, ["generator.layer=convs.3"])
     assert not rule_benchmark.ran_with(run, ["generator.layer=convs.4"])
+    assert not rule_benchmark.ran_with(tmp_path / "never_ran", ["generator.layer=convs.3"])
+    # A re-run with the choice that failed: the new overrides beside the old metrics are not reused.
+    (run / ".hydra" / "overrides.yaml").write_text("- generator.layer=convs.5\n")
+    with caplog.at_level(logging.WARNING):
+        assert not rule_benchmark.ran_with(run, ["generator.layer=convs.5"])
+    assert "not reused (stale: metrics.json was written for overrides" in caplog.text
+
+
+def test_choose_skips_and_lists_incomplete_jobs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _job(tmp_path, "0_a", ["strategy.memory_weight=0"], {"edit_score": 0.5, "edit_time_s": 1.0})
+    killed = _job(tmp_path, "1_b", ["strategy.memory_weight=20"], {"edit_score": 0.9, "edit_time_s": 1.0})
+    (killed / "metrics.json").unlink()
+    (tmp_path / "multirun.yaml").write_text("{}\n")
+    with caplog.at_level(logging.WARNING):
+        assert not rule_benchmark.complete(tmp_path)
+        assert rule_benchmark.choose(tmp_path)[0] == {"strategy.memory_weight": "0"}
+    assert caplog.text.count("skipped 1 incomplete job folder(s): 1_b (no metrics.json") == 2
+
+
+def test_out_naming_a_file_is_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "results.md").write_text("kept")
+    with pytest.raises(SystemExit, match="--out: cannot use .* as output folder: .*results.md is a file"):
+        rule_benchmark.main(["toy_add_tree", "--out", str(tmp_path / "results.md")])
+    assert (tmp_path / "results.md").read_text() == "kept" and list(tmp_path.iterdir()) == [tmp_path / "results.md"]
 
 
 def test_unknown_family_is_refused() -> None:

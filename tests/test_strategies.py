@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -96,3 +98,38 @@ def test_rank_larger_than_keys_through_a_strategy() -> None:
     with pytest.raises(ValueError, match="larger than the number of keys"):
         ClosedForm(rank=2).run(p)
     assert torch.isfinite(RankOne().run(p).weights["main.0.weight"]).all()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: RankOne(rank=1.5), "rank_one: strategy.rank must be an integer, got 1.5"),
+        (lambda: RankOne(rank=True), "strategy.rank must be an integer, got True"),
+        (lambda: LayerFinetune(lr="abc"), "layer_finetune: strategy.lr must be a finite number, got 'abc'"),
+        (lambda: ProjectedAdam(lr=float("inf")), "strategy.lr must be a finite number, got inf"),
+        (lambda: RankOne(lr=float("nan")), "strategy.lr must be a finite number, got nan"),
+        (lambda: ClosedForm(use_context="yes"), "strategy.use_context must be true or false, got 'yes'"),
+        (lambda: ClosedForm(memory_weight=-1), "closed_form: strategy.memory_weight must be ≥ 0, got -1.0"),
+        (lambda: FullFinetune(lr=0), "strategy.lr must be > 0, got 0.0"),
+        (lambda: FullFinetune(perceptual="vgg"), "strategy.perceptual must be one of"),
+    ],
+)
+def test_settings_are_type_and_range_checked_when_the_strategy_is_built(make: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make()  # type: ignore[operator]
+
+
+def test_an_integer_for_a_float_setting_becomes_a_float() -> None:
+    cfg = LayerFinetune(lr=1).cfg
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
+
+
+def test_a_diverging_fit_is_refused(problem: EditProblem) -> None:
+    with pytest.raises(RuntimeError, match=r"projected_adam: the fit diverged \(the loss is nan at step \d+\)"):
+        ProjectedAdam(lr=1e37, steps=50).run(problem)
+    strat = LayerFinetune(steps=1)
+    strat.setup(problem)
+    with torch.no_grad():
+        strat.w[0, 0, 0, 0] = float("inf")  # a finite loss so far, a non-finite result
+    with pytest.raises(RuntimeError, match=r"layer_finetune: the fit diverged \(NaN/Inf in main.4.weight\)"):
+        strat.checked_result()

@@ -4,37 +4,95 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+import re
 from pathlib import Path
 
 import pytest
 
 from rewrite.bench.pareto import marker_sizes, pareto_front, short_label
-from rewrite.bench.sweep_table import DEFAULT_METRICS, _interval, default_metrics, group_jobs, load_sweep, main, table
+from rewrite.bench.sweep_table import (
+    DEFAULT_METRICS,
+    RUN_OVERRIDES,
+    _interval,
+    default_metrics,
+    group_jobs,
+    load_sweep,
+    main,
+    table,
+)
 
 
 def _job(root: Path, name: str, overrides: list[str], metrics: dict | None) -> None:
+    """A job folder as a finished run leaves it: its overrides, and metrics.json recording them."""
     (root / name / ".hydra").mkdir(parents=True)
     (root / name / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     if metrics is not None:
-        (root / name / "metrics.json").write_text(json.dumps(metrics))
+        (root / name / "metrics.json").write_text(json.dumps({**metrics, RUN_OVERRIDES: overrides}))
 
 
-def test_rows_columns_and_unfinished_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rows_columns_and_unfinished_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          caplog: pytest.LogCaptureFixture) -> None:
     for i in range(11):  # job 10 must come after job 9, not after job 1
         _job(tmp_path, f"{i}_lr={i}", ["logger=csv", f"strategy.lr={i}"], {"value_loss": i / 10, "strategy": "x"})
     _job(tmp_path, "11_lr=11", ["logger=csv", "strategy.lr=11"], None)
     sweep = load_sweep(tmp_path)
     assert [r["strategy.lr"] for r in sweep.rows] == [str(i) for i in range(11)]
-    assert sweep.unfinished == ["11_lr=11"]
+    assert sweep.skipped == {"11_lr=11": "no metrics.json: failed, killed or still running"}
+    assert RUN_OVERRIDES not in sweep.rows[0]  # the record is not a column
     header, cells = table(sweep, ["value_loss", "not_a_metric"])
     assert header == ["strategy.lr", "value_loss"]  # logger and strategy never vary: not columns
     assert cells[10] == ["10", "1"]
-    main([str(tmp_path), "--metrics", "value_loss", "--csv", str(tmp_path / "t.csv")])
-    out = capsys.readouterr().out
-    assert "| 3 | 0.3 |" in out and "1 job(s) without metrics.json: 11_lr=11" in out
+    with caplog.at_level(logging.WARNING):
+        main([str(tmp_path), "--metrics", "value_loss", "--csv", str(tmp_path / "t.csv")])
+    assert "| 3 | 0.3 |" in capsys.readouterr().out
+    assert "skipped 1 incomplete job folder(s): 11_lr=11 (no metrics.json" in caplog.text
     rows = list(csv.DictReader((tmp_path / "t.csv").open()))
     assert [float(r["value_loss"]) for r in rows] == [i / 10 for i in range(11)]
+
+
+def test_only_complete_fresh_job_folders_are_rows(tmp_path: Path) -> None:
+    """A folder is a row only when its metrics.json is there, readable, and written for its current overrides;
+    folders from before the overrides record need their last file, config.yaml."""
+    _job(tmp_path, "0_ok", ["strategy.lr=1"], {"value_loss": 0.5})
+    _job(tmp_path, "1_stale", ["strategy.lr=2"], {"value_loss": 0.25})
+    (tmp_path / "1_stale" / ".hydra" / "overrides.yaml").write_text("- strategy.lr=3\n")  # a re-run that failed
+    _job(tmp_path, "2_truncated", ["strategy.lr=4"], {"value_loss": 0.1})
+    (tmp_path / "2_truncated" / "metrics.json").write_text('{"value_loss": 0.')
+    _job(tmp_path, "3_list", ["strategy.lr=5"], {})
+    (tmp_path / "3_list" / "metrics.json").write_text("[0.5]")
+    _job(tmp_path, "4_old_killed", ["strategy.lr=6"], {})
+    (tmp_path / "4_old_killed" / "metrics.json").write_text('{"value_loss": 0.3}')  # no record, no config.yaml
+    _job(tmp_path, "5_old_done", ["strategy.lr=7"], {})
+    (tmp_path / "5_old_done" / "metrics.json").write_text('{"value_loss": 0.7}')
+    (tmp_path / "5_old_done" / "config.yaml").write_text("seed: 0\n")
+    _job(tmp_path, "6_bad_overrides", ["strategy.lr=8"], {"value_loss": 0.8})
+    (tmp_path / "6_bad_overrides" / ".hydra" / "overrides.yaml").write_text("a: [\n")
+    sweep = load_sweep(tmp_path)
+    assert [r["strategy.lr"] for r in sweep.rows] == ["1", "7"]
+    why = sweep.skipped
+    assert list(why) == ["1_stale", "2_truncated", "3_list", "4_old_killed", "6_bad_overrides"]
+    assert why["1_stale"].startswith("stale: metrics.json was written for overrides ['strategy.lr=2'], but "
+                                     ".hydra/overrides.yaml says ['strategy.lr=3']")
+    assert why["2_truncated"].startswith("unreadable metrics.json (")
+    assert why["3_list"] == "metrics.json holds a JSON list, not an object of metrics"
+    assert why["4_old_killed"] == "metrics.json without config.yaml: killed while writing its files"
+    assert why["6_bad_overrides"].startswith("unreadable .hydra/overrides.yaml (")
+
+
+def test_csv_and_pareto_names_are_checked_before_the_table_is_printed(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    _headline_sweep(tmp_path / "sweep")
+    (tmp_path / "a_file").write_text("x")
+    for flag, name, message in (("--csv", "missing/t.csv", "folder " + str(tmp_path / "missing") + " does not exist"),
+                                ("--csv", "a_file/t.csv", "a_file is a file, not a folder"),
+                                ("--csv", "sweep", "is a folder; name a file"),
+                                ("--pareto", "missing/p.png", "does not exist")):
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            main([str(tmp_path / "sweep"), flag, str(tmp_path / name)])
+        assert capsys.readouterr().out == ""  # nothing printed
+    assert not (tmp_path / "missing").exists()
 
 
 def test_clear_errors(tmp_path: Path) -> None:
@@ -63,8 +121,8 @@ def _headline_sweep(root: Path) -> None:
              None if gen is None else _headline(s, gen, spec, t))
 
 
-def test_intervals_print_as_one_cell_and_stay_three_csv_columns(tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_intervals_print_as_one_cell_and_stay_three_csv_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                caplog: pytest.LogCaptureFixture) -> None:
     _headline_sweep(tmp_path)
     sweep = load_sweep(tmp_path)
     assert default_metrics(sweep) == ["efficacy", "generality", "specificity", "edit_score", "edit_time_s"]
@@ -73,10 +131,11 @@ def test_intervals_print_as_one_cell_and_stay_three_csv_columns(tmp_path: Path,
                       "edit_time_s"]  # n_heldout is not asked for; the _ci_ keys live inside their metric's cell
     assert cells[0] == ["rank_one", "0", "0.52 [0.47, 0.57]", "0.62 [0.57, 0.67]", "0.90 [0.85, 0.95]",
                         "0.75 [0.70, 0.80]", "0.6"]
-    main([str(tmp_path), "--csv", str(tmp_path / "t.csv")])  # no --metrics: the headline set
+    with caplog.at_level(logging.WARNING):
+        main([str(tmp_path), "--csv", str(tmp_path / "t.csv")])  # no --metrics: the headline set
     out = capsys.readouterr().out
-    assert "| closed_form | 8 | 0.24 [0.19, 0.29] | 0.34 [0.29, 0.39] |" in out
-    assert "95% interval" in out and "1 job(s) without metrics.json: 5_edit.heldout_start=8" in out
+    assert "| closed_form | 8 | 0.24 [0.19, 0.29] | 0.34 [0.29, 0.39] |" in out and "95% interval" in out
+    assert "skipped 1 incomplete job folder(s): 5_edit.heldout_start=8,strategy=layer_finetune (no" in caplog.text
     rows = list(csv.DictReader((tmp_path / "t.csv").open()))
     assert list(rows[0]) == ["strategy", "edit.heldout_start"] + [
         f"{m}{s}" for m in ("efficacy", "generality", "specificity", "edit_score") for s in ("", "_ci_low", "_ci_high")

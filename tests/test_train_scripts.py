@@ -71,7 +71,8 @@ def test_generator_training_tiny_run_then_resume(tmp_path: Path) -> None:
     weights from the saved state, and the thin script in experiments/ runs the same code."""
     out = tmp_path / "toy.pt"
     proc = _train(tmp_path, out, "trainer.max_steps=3", "eval.every=2", "save_every=2",
-                  "loss.class_boost={watermark:2.0}", "architecture.mapping_hidden=8")
+                  "loss.class_boost={watermark:2.0}", "architecture.mapping_hidden=8", "loss.adversarial=0.1",
+                  "discriminator.channels=[8,8]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["steps"] == 3 and card["device"].startswith("cpu")
@@ -84,13 +85,15 @@ def test_generator_training_tiny_run_then_resume(tmp_path: Path) -> None:
     assert first.model.convs[6].conv.weight.shape[1] == 12
     assert torch.isfinite(first.generate(first.sample_z([0]))).all()
     state = torch.load(train_state_path(out), map_location="cpu", weights_only=True)
-    assert state["step"] == 3 and set(state) == {"g", "g_ema", "opt", "step", "seconds", "segments", "out_sha256"}
+    assert state["step"] == 3 and set(state) == {"g", "g_ema", "opt", "step", "seconds", "segments", "out_sha256",
+                                                 "disc"}
+    disc_before = state["disc"]["weights"]
 
     proc = subprocess.run(
         [sys.executable, str(ROOT / "experiments" / "train_toy_generator.py"), "batch_size=2", "eval.samples=4",
          "loss.perceptual=0", "architecture.channels={4:16,8:16,16:16,32:24,64:12}", "architecture.w_dim=16",
          "architecture.mapping_hidden=8", "resume=true", "trainer.max_steps=2", "eval.every=100", "save_every=0",
-         "lr=1e-3",
+         "lr=1e-3", "loss.adversarial=0.1", "discriminator.channels=[8,8]",
          f"out={out}", f"log_dir={tmp_path / 'logs'}", "torch_threads=1", "trainer.enable_progress_bar=false",
          f"hydra.run.dir={tmp_path / 'hydra2'}"],
         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
@@ -103,6 +106,8 @@ def test_generator_training_tiny_run_then_resume(tmp_path: Path) -> None:
     assert resumed.fingerprint() != first.fingerprint()  # two more Adam steps moved the weights
     state = torch.load(train_state_path(out), map_location="cpu", weights_only=True)
     assert state["opt"]["param_groups"][0]["lr"] == 1e-3 == card["segments"][1]["lr"]  # the new lr was used
+    assert int(state["disc"]["opt"]["state"][0]["step"]) == 5  # the discriminator went on from its saved Adam state
+    assert any(not torch.equal(disc_before[k], v) for k, v in state["disc"]["weights"].items())
 
     train_state_path(out).unlink()  # a fresh clone has the generator and its card, not the training state
     proc = _train(tmp_path, out, "resume=true", "trainer.max_steps=1", "eval.every=100", "save_every=0",

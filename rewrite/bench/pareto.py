@@ -62,6 +62,11 @@ def marker_sizes(times: Sequence[float], smallest: float = 25.0, largest: float 
     return [mid if math.isnan(v) else smallest + (largest - smallest) * (v - lo) / (hi - lo) for v in logs]
 
 
+def plottable(rows: Sequence[dict[str, object]]) -> list[int]:
+    """Indices of the rows with both coordinates: the jobs a plot can show (checked before any output)."""
+    return [n for n, r in enumerate(rows) if not (math.isnan(_num(r, X)) or math.isnan(_num(r, Y)))]
+
+
 def plot_pareto(rows: Sequence[dict[str, object]], path: str | Path, label_keys: Sequence[str],
                 title: str = "") -> int:
     """Write the PNG; returns how many jobs were plotted (those with both generality and specificity)."""
@@ -69,7 +74,7 @@ def plot_pareto(rows: Sequence[dict[str, object]], path: str | Path, label_keys:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    where = [n for n, r in enumerate(rows) if not (math.isnan(_num(r, X)) or math.isnan(_num(r, Y)))]
+    where = plottable(rows)
     jobs = [rows[n] for n in where]
     if not jobs:
         raise ValueError(f"no job has both {X} and {Y} in its metrics.json; nothing to plot")

@@ -6,7 +6,10 @@
 
 Comparison sweeps end with dozens of `metrics.json` files; this reads them back so that strategies
 can be compared side by side without opening W&B. Only overrides that differ between jobs become
-columns; jobs that left no `metrics.json` (failed or still running) are listed, not silently dropped.
+columns. A job folder is read only when it is complete and fresh (`read_run`): a run writes
+`metrics.json` last, recording the overrides it ran with, so a failed, killed or still running job, a
+corrupt `metrics.json`, or metrics left by an earlier run beside a re-run's new `.hydra/overrides.yaml`
+are skipped and listed with the reason (a logged warning), never shown as a row.
 A metric with `<name>_ci_low` / `<name>_ci_high` siblings prints as one cell, `0.62 [0.55, 0.70]`
 (value and its 95% interval); the CSV keeps the three numbers in their own columns.
 """
@@ -15,14 +18,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
+import logging
 import math
+import os
 import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from rewrite.runner.runfolder import HYDRA_OVERRIDES, RUN_OVERRIDES, IncompleteRun, read_run, skipped_message
 
 # The headline metrics every run reports; the table shows them when any job has them.
 HEADLINE_METRICS = ("efficacy", "generality", "specificity", "edit_score", "edit_time_s")
@@ -39,33 +43,35 @@ DEFAULT_METRICS = (
 CI_LOW, CI_HIGH, SD = "_ci_low", "_ci_high", "_sd"
 JOBS = "jobs"  # column of a grouped table: how many jobs a row pools
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Sweep:
-    rows: list[dict[str, object]]  # overrides (key -> value string) and metrics of each finished job
-    unfinished: list[str]  # job folders without metrics.json
+    rows: list[dict[str, object]]  # overrides (key -> value string) and metrics of each complete job
+    skipped: dict[str, str]  # job folder (relative to the sweep folder) -> why it is not a row
     grouped_by: tuple[str, ...] = ()  # set by group_jobs: each row is the mean of jobs differing only in these
 
 
 def load_sweep(sweep_dir: str | Path) -> Sweep:
-    """Read every job folder (one holding `.hydra/overrides.yaml`) under `sweep_dir`."""
+    """Read every job folder (one holding `.hydra/overrides.yaml`) under `sweep_dir`; incomplete ones are skipped."""
     root = Path(sweep_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"sweep folder {root} does not exist")
-    jobs = sorted((p.parent.parent for p in root.rglob(".hydra/overrides.yaml")), key=_job_order)  # nested too
+    jobs = sorted((p.parent.parent for p in root.rglob(HYDRA_OVERRIDES.as_posix())), key=_job_order)  # nested too
     if not jobs:
         raise ValueError(f"{root} holds no Hydra job folders (*/.hydra/overrides.yaml); is it a multirun folder?")
-    rows, unfinished = [], []
+    rows, skipped = [], {}
     for job in jobs:
-        metrics = job / "metrics.json"
-        if not metrics.is_file():
-            unfinished.append(job.name)
+        try:
+            overrides, metrics = read_run(job)
+        except IncompleteRun as e:
+            skipped[job.relative_to(root).as_posix()] = str(e)
             continue
-        overrides = OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "overrides.yaml")) or []
-        row: dict[str, object] = dict(o.split("=", 1) for o in overrides if "=" in o)
-        row.update(json.loads(metrics.read_text()))
+        row: dict[str, object] = dict(o.split("=", 1) for o in overrides or [] if "=" in o)
+        row.update((k, v) for k, v in metrics.items() if k != RUN_OVERRIDES)
         rows.append(row)
-    return Sweep(rows, unfinished)
+    return Sweep(rows, skipped)
 
 
 def _job_order(job: Path) -> tuple[int, str]:
@@ -183,7 +189,7 @@ def group_jobs(sweep: Sweep, keys: list[str]) -> Sweep:
             if len(values) > 1:
                 out[m + SD] = statistics.stdev(values)
         rows.append(out)
-    return Sweep(rows, sweep.unfinished, tuple(keys))
+    return Sweep(rows, sweep.skipped, tuple(keys))
 
 
 def _cell(v: object) -> str:
@@ -234,11 +240,24 @@ def main(argv: list[str] | None = None) -> None:
                     help="also write a generality-vs-specificity scatter (one point per job, --group or not): "
                          "95%% interval bars, colour per strategy, marker size ~ log edit_time_s, Pareto front")
     args = ap.parse_args(argv)
-    try:
+    try:  # every refusal comes before the table is printed: a bad --csv name costs nothing
         sweep = load_sweep(args.sweep_dir)
         shown = group_jobs(sweep, [k for k in args.group.split(",") if k]) if args.group else sweep
-    except (FileNotFoundError, ValueError) as e:
+        for flag, name in (("--csv", args.csv), ("--pareto", args.pareto)):
+            if name:
+                check_output_file(flag, Path(name))
+    except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
+    if sweep.skipped:
+        log.warning("%s", skipped_message(sweep.skipped))
+    if not sweep.rows:
+        sys.exit(f"error: no complete job folder in {args.sweep_dir}")
+    if args.pareto:
+        from rewrite.bench.pareto import plottable
+
+        if not plottable(sweep.rows):
+            sys.exit("error: --pareto: no job has both generality and specificity in its metrics.json; "
+                     "nothing to plot")
     metrics = [m for m in args.metrics.split(",") if m] if args.metrics else default_metrics(sweep)
     header, cells = table(shown, metrics)
     print(markdown(header, cells))
@@ -246,8 +265,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nrows pool jobs that differ only in {', '.join(shown.grouped_by)}: mean ± sd over the row's jobs")
     elif any(has_interval(shown, m) for m in header):
         print("\nvalue [low, high]: the metric and its 95% interval (<name>_ci_low, <name>_ci_high)")
-    if sweep.unfinished:
-        print(f"\n{len(sweep.unfinished)} job(s) without metrics.json: " + ", ".join(sweep.unfinished))
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=csv_columns(shown, metrics), extrasaction="ignore")
@@ -257,13 +274,23 @@ def main(argv: list[str] | None = None) -> None:
         from rewrite.bench.pareto import plot_pareto
 
         labels = varying_overrides(sweep, set(metric_keys(sweep)))
-        try:
-            n = plot_pareto(sweep.rows, args.pareto, labels, title=f"{Path(args.sweep_dir).name}: generality vs "
-                            "specificity")
-        except ValueError as e:
-            sys.exit(f"error: --pareto: {e}")
+        n = plot_pareto(sweep.rows, args.pareto, labels, title=f"{Path(args.sweep_dir).name}: generality vs "
+                        "specificity")
         print(f"\nwrote {args.pareto} ({n} job(s))")
 
+
+def check_output_file(flag: str, path: Path) -> None:
+    """`path` can be written as a file: it is not a folder and its folder exists and is writable. Checked before
+    anything is printed; a missing folder is not created, so a typo in it does not leave new folders behind."""
+    folder = path.parent
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {path}: is a folder; name a file")
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{flag} {path}: {folder} is a file, not a folder")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{flag} {path}: folder {folder} does not exist (create it first)")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"{flag} {path}: folder {folder} is not writable")
 
 if __name__ == "__main__":
     main()

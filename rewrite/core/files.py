@@ -42,6 +42,19 @@ def writable_dir(path: str | Path) -> Path:
     return path
 
 
+def check_writable_dir(path: str | Path) -> None:
+    """Whether folder `path` is writable, or can be created, without creating anything (the nearest existing
+    folder on the path decides): for a check before someone else creates it. Raises as `writable_dir` does."""
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise NotADirectoryError(f"cannot use {path} as output folder: {blocker} is a file")
+    nearest = next(p for p in (path, *path.parents) if p.is_dir())  # "." or "/" at the latest
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise PermissionError(f"output folder {path} is not writable" if nearest == path
+                              else f"cannot create output folder {path}: {nearest} is not writable")
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Write through `write(tmp)` to a temporary file beside `path`, flush it to disk, then rename it into place.
 

@@ -60,16 +60,10 @@ class Region:
             m[y0:y1, x0:x1] = 1.0
             return m
         assert self.mask_path is not None
-        from PIL import Image
-
-        try:
-            img = Image.open(self.mask_path).convert("L")
-        except Exception as e:
-            raise EditRequestError(f"cannot read mask image {self.mask_path}: {e}") from e
-        if img.size != (size, size):
-            raise EditRequestError(f"mask {self.mask_path} is {img.size[0]}x{img.size[1]}; "
+        m = read_mask(self.mask_path)
+        if m.shape != (size, size):
+            raise EditRequestError(f"mask {self.mask_path} is {m.shape[1]}x{m.shape[0]}; "
                                    f"the generator's images are {size}x{size}")
-        m = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(size, size).float() / 255
         if not (m > 0).any():
             raise EditRequestError(f"mask {self.mask_path} is empty")
         return m
@@ -89,6 +83,34 @@ class Region:
             return self.box
         ys, xs = torch.nonzero(self.mask(size) > 0, as_tuple=True)
         return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def read_mask(path: str) -> Tensor:
+    """(H, W) float mask in [0, 1] from an image file: each pixel the fraction its value encodes at the image's own
+    bit depth (1-bit, 8-bit, 16-bit integers; a float image must hold fractions), so 50% reads 0.5 at any depth.
+    Colour images count by their 8-bit luminance."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        img = Image.open(path)
+        img.load()
+    except Exception as e:
+        raise EditRequestError(f"cannot read mask image {path}: {e}") from e
+    if img.mode == "1":
+        return torch.from_numpy(np.asarray(img, dtype=np.float32))
+    if img.mode.startswith("I"):  # "I;16*": 16-bit PNG/TIFF; "I": 16-bit PNG as older Pillow opens it
+        a = np.asarray(img).astype(np.float64)
+        if a.min() < 0 or a.max() > 65535:
+            raise EditRequestError(f"mask {path}: a {img.mode} mask must hold 16-bit values (0 to 65535), "
+                                   f"got {a.min():g} to {a.max():g}")
+        return torch.from_numpy(a / 65535).float()
+    if img.mode == "F":
+        a = np.asarray(img, dtype=np.float32)
+        if not (np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1):
+            raise EditRequestError(f"mask {path}: a floating-point mask must hold fractions in [0, 1]")
+        return torch.from_numpy(a.copy())
+    return torch.from_numpy(np.asarray(img.convert("L"), dtype=np.float32) / 255)
 
 
 def resample(mask: Tensor, h: int, w: int) -> Tensor:
@@ -194,18 +216,55 @@ class EditRequest:
 
     @classmethod
     def load(cls, path: str | Path) -> EditRequest:
-        """From a .yaml/.yml/.json file; mask paths are relative to the file."""
+        """From a .yaml/.yml/.json file; mask paths are relative to the file. Every error names the file, and
+        the line where the parser gives one."""
         path = Path(path)
         if not path.is_file():
             raise EditRequestError(f"edit request file not found: {path}")
-        text = path.read_text()
+        try:
+            raw = path.read_bytes()
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise EditRequestError(f"cannot read edit request file {path}: line {line}: not UTF-8 text "
+                                   f"(byte {raw[e.start]:#04x})") from e
+        except OSError as e:
+            raise EditRequestError(f"cannot read edit request file {path}: {e.strerror}") from e
         if path.suffix == ".json":
-            data = json.loads(text)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise EditRequestError(f"cannot read edit request file {path}: line {e.lineno}: {e.msg}") from e
         else:
             import yaml
 
-            data = yaml.safe_load(text)
-        return cls.from_dict(data, base_dir=path.parent)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                where = f"line {mark.line + 1}: " if mark is not None else ""
+                raise EditRequestError(f"cannot read edit request file {path}: {where}"
+                                       f"{getattr(e, 'problem', None) or e}") from e
+        try:
+            return cls.from_dict(data, base_dir=path.parent)
+        except EditRequestError as e:
+            raise EditRequestError(f"edit request file {path}: {e}") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        """The request in the form `from_dict` reads: what an edit file records as the request used, whatever it
+        came from (a config, a file, a factory)."""
+
+        def region(r: Region) -> dict[str, Any]:
+            return {"seed": r.seed, **({"box": list(r.box)} if r.box is not None else {"mask": r.mask_path})}
+
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind,
+                               "copy": region(self.copy) if self.copy is not None else None,
+                               "paste": region(self.paste), "context": [region(r) for r in self.context],
+                               "heldout": [region(r) for r in self.heldout],
+                               "context_includes_paste": self.context_includes_paste}
+        if self.is_erase:
+            out.update(units=self.units, contrast=[region(r) for r in self.contrast])
+        return out
 
     # --- checks -------------------------------------------------------------------------
     def validate(self, size: int) -> None:

@@ -5,17 +5,22 @@
 (`<name>.value`). Its metadata names the layer, the model, the sha256 of the base weights (the
 whole state dict, as `state_fingerprint` computes it), the request and the strategy config (JSON),
 so an edit can be kept, shared, checked against a base and combined with others
-(`rewrite.editfile.cli`).
+(`rewrite.editfile.cli`). It also holds the sha256 of its own tensors (`tensors_sha256`): flipped bits
+in the tensor data would otherwise apply silently as wrong weights. Only finite tensors are saved, and
+a file is read only when every metadata entry has the type it should.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
@@ -23,8 +28,12 @@ from torch import Tensor
 from rewrite.core.files import atomic_write, state_fingerprint
 from rewrite.strategies.base import EditResult, LowRankDelta
 
+log = logging.getLogger(__name__)
+
 FORMAT = "rewrite-edit/1"
 KINDS = ("low_rank", "replace")
+CHECKSUM_KEY = "tensors_sha256"  # absent in files written before it existed: those load with a warning
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class WrongBaseError(ValueError):
@@ -94,19 +103,38 @@ class EditArtifact:
                                          f"the base {tuple(state[k].shape)}")
             return out
         w0 = state[self.layer]
-        return {self.layer: w0.detach() + self.delta().weight_delta()}
+        delta = self.delta()
+        r = delta.directions.shape[1]
+        want_lam = list(w0.shape)
+        if not -w0.dim() <= self.in_axis < w0.dim():
+            raise WrongBaseError(f"{self.layer}: the edit's in_axis {self.in_axis} does not exist in the base "
+                                 f"weight of shape {tuple(w0.shape)}")
+        want_lam[self.in_axis] = r
+        want_d = (w0.shape[self.in_axis], r)
+        if tuple(delta.lam.shape) != tuple(want_lam) or tuple(delta.directions.shape) != want_d:
+            raise WrongBaseError(f"{self.layer}: the edit's factors (Λ {tuple(delta.lam.shape)}, D "
+                                 f"{tuple(delta.directions.shape)}) do not fit the base weight of shape "
+                                 f"{tuple(w0.shape)} (it needs Λ {tuple(want_lam)}, D {want_d})")
+        return {self.layer: w0.detach() + delta.weight_delta()}
 
     def save(self, path: str | Path) -> Path:
+        """Write the edit file with a checksum of its tensors; NaN/Inf is refused (only finite numbers may
+        become weights)."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
+        bad = _non_finite(tensors)
+        if bad:
+            raise ValueError(f"refusing to save edit file {path}: tensor {bad[0]!r} holds NaN/Inf "
+                             "(only finite numbers may become weights)")
         meta = {"format": FORMAT, "kind": self.kind, "layer": self.layer, "base_sha256": self.base_sha256,
                 "in_axis": str(self.in_axis), "model": self.model, "changed": json.dumps(self.changed),
                 "strategy": json.dumps(self.strategy, sort_keys=True),
-                "request": json.dumps(self.request, sort_keys=True)}
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
+                "request": json.dumps(self.request, sort_keys=True), CHECKSUM_KEY: state_fingerprint(tensors)}
         return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
     @classmethod
     def load(cls, path: str | Path) -> EditArtifact:
-        """Read an edit file; a missing, corrupt or foreign file is a clear ValueError / FileNotFoundError."""
+        """Read an edit file; a missing, corrupt, altered or malformed file is a clear FileNotFoundError /
+        ValueError naming the file and the problem (never a bare KeyError or a torch shape error later)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"edit file not found: {path}")
@@ -121,10 +149,69 @@ class EditArtifact:
         kind = meta.get("kind", "")
         if kind not in KINDS:
             raise ValueError(f"{path}: unknown edit kind {kind!r}; expected one of {KINDS}")
-        art = cls(kind, meta["layer"], meta["base_sha256"], tensors, int(meta["in_axis"]), meta.get("model", ""),
-                  json.loads(meta.get("strategy", "{}")), json.loads(meta.get("request", "{}")))
+        missing = [k for k in ("layer", "base_sha256", "in_axis", "changed") if k not in meta]
+        if missing:
+            raise ValueError(f"{path}: the edit file's metadata has no {missing[0]!r} (incomplete or altered)")
+        _check_checksum(path, meta, tensors)
+        if not _SHA256.fullmatch(meta["base_sha256"]):
+            raise ValueError(f"{path}: metadata 'base_sha256' must be 64 hex digits, got {meta['base_sha256']!r}")
+        try:
+            in_axis = int(meta["in_axis"])
+        except ValueError:
+            raise ValueError(f"{path}: metadata 'in_axis' must be an integer, got {meta['in_axis']!r}") from None
+        changed = _json_meta(path, meta, "changed", list)
+        if not all(isinstance(k, str) for k in changed):
+            raise ValueError(f"{path}: metadata 'changed' must be a JSON list of tensor names, got {changed!r}")
+        art = cls(kind, meta["layer"], meta["base_sha256"], tensors, in_axis, meta.get("model", ""),
+                  _json_meta(path, meta, "strategy", dict), _json_meta(path, meta, "request", dict))
         expected = ({f"{art.layer}.lam", f"{art.layer}.directions"} if kind == "low_rank"
-                    else {f"{k}.value" for k in json.loads(meta.get("changed", "[]"))})
+                    else {f"{k}.value" for k in changed})
         if set(tensors) != expected:
             raise ValueError(f"{path}: holds tensors {sorted(tensors)}, expected {sorted(expected)}")
+        bad = _non_finite(tensors)
+        if bad:
+            raise ValueError(f"{path}: tensor {bad[0]!r} holds NaN/Inf; only finite numbers may become weights")
+        if kind == "low_rank":
+            _check_factors(path, art)
         return art
+
+
+def _non_finite(tensors: Mapping[str, Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN/Inf, in name order."""
+    return sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+
+
+def _check_checksum(path: Path, meta: Mapping[str, str], tensors: Mapping[str, Tensor]) -> None:
+    """Refuse tensors whose sha256 is not the one saved with them; warn for files older than the checksum."""
+    want = meta.get(CHECKSUM_KEY)
+    if want is None:
+        log.warning("%s has no checksum of its tensors (written before edit files had one): "
+                    "it cannot be checked for corruption", path)
+        return
+    got = state_fingerprint(tensors)
+    if got != want:
+        raise ValueError(f"checksum mismatch: {path} was changed or corrupted (its tensors have sha256 "
+                         f"{got[:16]}…, the file records {want[:16]}…)")
+
+
+def _json_meta(path: Path, meta: Mapping[str, str], key: str, kind: type[dict] | type[list]) -> Any:
+    """Metadata entry `key` parsed as JSON of type `kind` (an absent optional entry is empty)."""
+    try:
+        value = json.loads(meta.get(key, "{}" if kind is dict else "[]"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: metadata {key!r} is not valid JSON ({e})") from None
+    if not isinstance(value, kind):
+        what = "object" if kind is dict else "list"
+        raise ValueError(f"{path}: metadata {key!r} must be a JSON {what}, got {type(value).__name__}")
+    return value
+
+
+def _check_factors(path: Path, art: EditArtifact) -> None:
+    """Λ and D of a low-rank edit agree with each other (their fit to a base is checked in `new_values`)."""
+    d = art.tensors[f"{art.layer}.directions"]
+    lam = art.tensors[f"{art.layer}.lam"]
+    ok = (d.dim() == 2 and d.is_floating_point() and lam.is_floating_point()
+          and -lam.dim() <= art.in_axis < lam.dim() and lam.shape[art.in_axis] == d.shape[1])
+    if not ok:
+        raise ValueError(f"{path}: malformed low-rank factors: D {tuple(d.shape)} ({d.dtype}) must be (in, r) "
+                         f"floats and Λ {tuple(lam.shape)} ({lam.dtype}) floats with r on axis {art.in_axis}")

@@ -15,6 +15,7 @@ import logging
 import torch
 from torch import Tensor
 
+from rewrite.core.checks import integer, number
 from rewrite.core.erase import erase_value, generate_with_value
 from rewrite.core.perceptual import PerceptualDistance
 from rewrite.core.problem import EditProblem, paste, paste_offset, select
@@ -61,7 +62,10 @@ def erase_goals(problem: EditProblem, z: Tensor, values: Tensor,
 class Evaluator:
     def __init__(self, problem: EditProblem, perceptual: PerceptualDistance | None, tol: float = DEFAULT_TOL,
                  margin: int = 1) -> None:
-        self.problem, self.perceptual, self.tol, self.margin = problem, perceptual, tol, margin
+        # checked before the snapshot below: a bad tolerance would otherwise surface only after the edit
+        self.tol = number("tol", tol, 0, 1, low_open=True)
+        self.margin = integer("margin", margin, 0)
+        self.problem, self.perceptual = problem, perceptual
         site, adapter, size = problem.site, problem.site.adapter, problem.size
         req = problem.request
         self.paste_mask = req.paste.mask(size)

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rewrite.core.checks import integer, number
+
 DEFAULT_TOL = 0.1  # per-channel colour tolerance in [0, 1] units
 BOOTSTRAP_SAMPLES = 2000
 
@@ -37,13 +39,19 @@ def to01(images: Tensor) -> Tensor:
 
 
 def within(a: Tensor, b: Tensor, tol: float) -> Tensor:
-    """(N, H, W) bool: every channel of `a` within `tol` of `b`."""
+    """(N, H, W) bool: every channel of `a` within `tol` of `b`.
+
+    `tol` in (0, 1]: 0 or less counts no pixel, above 1 every pixel, NaN none and inf all (scores that
+    look like numbers but measure nothing), so it is refused here, where every score reads it.
+    """
+    number("tol", tol, 0, 1, low_open=True)
     return (a - b).abs().amax(1) <= tol
 
 
 def dilate(mask: Tensor, margin: int) -> Tensor:
-    """(N, H, W) bool mask grown by `margin` pixels (square neighbourhood)."""
-    if margin <= 0:
+    """(N, H, W) bool mask grown by `margin` pixels (square neighbourhood); a negative margin is an error,
+    not 0."""
+    if integer("margin", margin, 0) == 0:
         return mask.bool()
     return F.max_pool2d(mask.float()[:, None], 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0
 

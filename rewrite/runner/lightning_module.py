@@ -45,8 +45,9 @@ class RewriteModule(pl.LightningModule):
 
     def training_step(self, batch: int, batch_idx: int) -> None:
         loss = self.strategy.step(batch_idx)
+        self.strategy.check_loss(batch_idx, loss)  # a diverged fit stops here: no metrics, no edit file
         self.log("edit/loss", float(loss), prog_bar=True, on_step=True, batch_size=1)
         if batch_idx + 1 == self.strategy.num_steps:
-            self.result = self.strategy.result()
+            self.result = self.strategy.checked_result()
             self.problem.site.adapter.load_weights(self.result.weights)
             self.edit_seconds += time.perf_counter() - self._t0

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from rewrite.core.checks import KINDS, check_type
 from rewrite.core.problem import EditProblem
 
 
@@ -41,12 +42,32 @@ class EditResult:
     weights: dict[str, Tensor]
     delta: LowRankDelta | None = None
 
+    def non_finite(self) -> list[str]:
+        """Names of the tensors holding NaN/Inf (new values, or a low-rank delta's Λ and D): only finite numbers
+        may become weights or an edit file."""
+        tensors = dict(self.weights)
+        if self.delta is not None:
+            name = self.delta.weight_name
+            tensors.update({f"{name} Λ": self.delta.lam, f"{name} D": self.delta.directions})
+        return sorted(name for name, t in tensors.items() if not bool(torch.isfinite(t).all()))
+
 
 @dataclass
 class StrategyConfig:
-    """Base for typed strategy configs; subclasses add fields and checks in `check()`."""
+    """Base for typed strategy configs; subclasses add fields and range checks in `check()`.
+
+    Every field is checked against its annotation (int, float, bool, str) before `check()`, so a value typed
+    on the command line (`strategy.rank=1.5`, `strategy.lr=abc`, `strategy.lr=inf`) is refused, naming its
+    key, when the strategy is built, before any statistics are computed; an integer given for a float
+    field becomes a float.
+    """
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            # `f.type` is the annotation's text under `from __future__ import annotations`, else the type
+            kind = next((k for k in KINDS if f.type in (k, k.__name__)), None)
+            if kind is not None:
+                setattr(self, f.name, check_type(f"strategy.{f.name}", getattr(self, f.name), kind))
         self.check()
 
     def check(self) -> None:
@@ -64,7 +85,10 @@ class Strategy(ABC):
         unknown = set(kwargs) - known
         if unknown:
             raise TypeError(f"{self.name}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
-        self.cfg = self.Config(**kwargs)
+        try:
+            self.cfg = self.Config(**kwargs)
+        except ValueError as e:  # the message names the key; this names the strategy
+            raise ValueError(f"{self.name}: {e}") from e
         self.problem: EditProblem | None = None
         self.optimizer: torch.optim.Optimizer | None = None
 
@@ -87,8 +111,25 @@ class Strategy(ABC):
         """Setup, every step, result: the library path (the Lightning module calls the same pieces)."""
         self.setup(problem)
         for i in tqdm(range(self.num_steps), desc=self.name, disable=not progress):
-            self.step(i)
-        return self.result()
+            self.check_loss(i, self.step(i))
+        return self.checked_result()
+
+    def check_loss(self, index: int, loss: Tensor) -> None:
+        """A NaN/Inf loss ends the fit at once: no later step can bring back finite weights."""
+        if not bool(torch.isfinite(loss).all()):
+            raise self.diverged(f"the loss is {float(loss)} at step {index + 1}")
+
+    def checked_result(self) -> EditResult:
+        """`result()`, refused when it holds NaN/Inf (`EditResult.non_finite`)."""
+        res = self.result()
+        bad = res.non_finite()
+        if bad:
+            raise self.diverged(f"NaN/Inf in {', '.join(bad)}")
+        return res
+
+    def diverged(self, what: str) -> RuntimeError:
+        hint = "; try a smaller strategy.lr" if hasattr(self.cfg, "lr") else ""
+        return RuntimeError(f"{self.name}: the fit diverged ({what}); the edit is refused{hint}")
 
     @property
     def prob(self) -> EditProblem:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rewrite.core.checks import check_range
 from rewrite.core.problem import EditProblem
 from rewrite.core.site import as_map
 from rewrite.strategies.base import EditResult, LowRankDelta, Strategy
@@ -31,8 +32,7 @@ class ClosedFormConfig(DirectionConfig):
 
     def check(self) -> None:
         super().check()
-        if self.memory_weight < 0:
-            raise ValueError(f"memory_weight must be ≥ 0, got {self.memory_weight}")
+        check_range("strategy.memory_weight", self.memory_weight, 0)
 
 
 def lambda_basis(taps: tuple[int, ...], rank: int) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rewrite.core.checks import check_range
 from rewrite.core.keys import KEY_METHODS
 from rewrite.strategies.base import StrategyConfig
 
@@ -15,7 +16,6 @@ class DirectionConfig(StrategyConfig):
     use_context: bool = True  # directions from the context regions (else from the paste site's keys)
 
     def check(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"rank must be ≥ 1, got {self.rank}")
+        check_range("strategy.rank", self.rank, 1)
         if self.key_method not in KEY_METHODS:
-            raise ValueError(f"key_method must be one of {KEY_METHODS}, got {self.key_method!r}")
+            raise ValueError(f"strategy.key_method must be one of {KEY_METHODS}, got {self.key_method!r}")

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from rewrite.core.perceptual import make_perceptual
+from rewrite.core.checks import check_range
+from rewrite.core.perceptual import LPIPS_CHECKPOINTS, make_perceptual
 from rewrite.core.problem import EditProblem
 from rewrite.strategies.base import EditResult, Strategy, StrategyConfig
 
@@ -31,10 +32,14 @@ class FullFinetuneConfig(StrategyConfig):
     preserve_seed: int = 1_000_003
 
     def check(self) -> None:
-        if self.steps < 1 or self.lr <= 0:
-            raise ValueError(f"need steps ≥ 1 and lr > 0, got steps={self.steps}, lr={self.lr}")
-        if self.l1_weight < 0 or self.preserve_weight < 0 or self.preserve_samples < 1:
-            raise ValueError("weights must be ≥ 0 and preserve_samples ≥ 1")
+        check_range("strategy.steps", self.steps, 1)
+        check_range("strategy.lr", self.lr, 0, low_open=True)
+        check_range("strategy.l1_weight", self.l1_weight, 0)
+        check_range("strategy.preserve_weight", self.preserve_weight, 0)
+        check_range("strategy.preserve_samples", self.preserve_samples, 1)
+        kinds = ["auto", "effnet_lite0", *(f"lpips_{net}" for net in LPIPS_CHECKPOINTS)]
+        if self.perceptual not in kinds:  # known now, not after the statistics
+            raise ValueError(f"strategy.perceptual must be one of {kinds}, got {self.perceptual!r}")
 
 
 class FullFinetune(Strategy):

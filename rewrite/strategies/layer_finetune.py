@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rewrite.core.checks import check_range
 from rewrite.core.problem import EditProblem
 from rewrite.strategies.base import EditResult, Strategy, StrategyConfig
 
@@ -17,8 +18,8 @@ class LayerFinetuneConfig(StrategyConfig):
     lr: float = 5e-4
 
     def check(self) -> None:
-        if self.steps < 1 or self.lr <= 0:
-            raise ValueError(f"need steps ≥ 1 and lr > 0, got steps={self.steps}, lr={self.lr}")
+        check_range("strategy.steps", self.steps, 1)
+        check_range("strategy.lr", self.lr, 0, low_open=True)
 
 
 class LayerFinetune(Strategy):

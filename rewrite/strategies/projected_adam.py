@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rewrite.core.checks import check_range
 from rewrite.core.problem import EditProblem
 from rewrite.strategies.base import EditResult, LowRankDelta
 from rewrite.strategies.directional import DirectionConfig
@@ -26,8 +27,7 @@ class ProjectedAdamConfig(LayerFinetuneConfig, DirectionConfig):
     def check(self) -> None:
         LayerFinetuneConfig.check(self)
         DirectionConfig.check(self)
-        if self.project_every < 1:
-            raise ValueError(f"project_every must be ≥ 1, got {self.project_every}")
+        check_range("strategy.project_every", self.project_every, 1)
 
 
 class ProjectedAdam(LayerFinetune):

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rewrite.core.checks import check_range
 from rewrite.core.problem import EditProblem
 from rewrite.core.site import as_map
 from rewrite.strategies.base import EditResult, LowRankDelta, Strategy
@@ -46,12 +47,13 @@ class RankOneConfig(DirectionConfig):
 
     def check(self) -> None:
         super().check()
-        if self.memory_weight < 0 or self.outside_weight < 0:
-            raise ValueError("memory_weight and outside_weight must be ≥ 0")
+        check_range("strategy.memory_weight", self.memory_weight, 0)
+        check_range("strategy.outside_weight", self.outside_weight, 0)
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.steps < 1 or self.lbfgs_iters < 1 or self.lr <= 0:
-            raise ValueError("steps and lbfgs_iters must be ≥ 1 and lr > 0")
+            raise ValueError(f"strategy.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        check_range("strategy.steps", self.steps, 1)
+        check_range("strategy.lbfgs_iters", self.lbfgs_iters, 1)
+        check_range("strategy.lr", self.lr, 0, low_open=True)
 
 
 class RankOne(Strategy):
