@@ -16,12 +16,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from rewrite.core.checks import check_run_config
 from rewrite.core.problem import EditProblem, build_problem
-from rewrite.core.request import EditRequest
+from rewrite.core.request import EditRequest, EditRequestError
 from rewrite.core.site import make_site
 from rewrite.core.stats import KeyStats, StatsCache, key_statistics
 from rewrite.eval.ceiling import paste_ceiling
 from rewrite.eval.evaluate import Evaluator
+from rewrite.eval.fid_scorer import FidScorer
 from rewrite.eval.scorer import Scorer
 from rewrite.generators.base import GeneratorAdapter
 
@@ -34,6 +36,7 @@ def load_request(edit_cfg: DictConfig, heldout_offset: int = 0) -> EditRequest:
 
     `heldout_offset` (the `split` config group) moves every held-out seed, so settings chosen on one
     split are reported on seeds they were not chosen on; factories take it as their own argument.
+    A file holds the whole request: `edit.<field>=` overrides typed beside `edit.file=` are refused.
     """
     if edit_cfg.get("_target_"):
         request = instantiate(edit_cfg, heldout_offset=heldout_offset)
@@ -43,6 +46,10 @@ def load_request(edit_cfg: DictConfig, heldout_offset: int = 0) -> EditRequest:
     data = OmegaConf.to_container(edit_cfg, resolve=True)
     assert isinstance(data, dict)
     if data.get("file"):
+        beside = _edit_overrides_beside_file()
+        if beside:
+            raise EditRequestError(f"edit.file={data['file']} is the whole request; {' '.join(beside)} beside it "
+                                   "would be ignored: put the change in the file, or drop edit.file")
         request = EditRequest.load(str(data["file"]))
     else:
         data.pop("file", None)
@@ -53,19 +60,31 @@ def load_request(edit_cfg: DictConfig, heldout_offset: int = 0) -> EditRequest:
     return request
 
 
+def _edit_overrides_beside_file() -> list[str]:
+    """The command line's `edit.<field>=` overrides other than `edit.file=` (none outside a Hydra run: a
+    composed config does not say which of its values were typed)."""
+    if not HydraConfig.initialized():
+        return []
+    typed = [o for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith("edit.")]
+    return [o for o in typed if o.lstrip("+~").split("=", 1)[0] != "edit.file"]
+
+
 def output_dir(cfg: DictConfig) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(cfg.get("output_dir") or "outputs/run")
 
 
-def build_scorers(cfg: DictConfig, adapter: GeneratorAdapter, request: EditRequest) -> list[Scorer]:
-    """The configured extra scorers (`eval.scorers`: name -> `_target_` config; null entries are off).
+def build_scorers(cfg: DictConfig, adapter: GeneratorAdapter, request: EditRequest,
+                  fid: bool = True) -> list[Scorer]:
+    """The configured extra scorers (`eval.scorers`: name -> `_target_` config; null entries are off), then
+    FID / KID when `eval.fid.samples` > 0 (and `fid`: the paste ceiling leaves it out, its images differ from
+    the unedited model's only at the request's own seeds).
 
     Built before the edit, so each can snapshot the unedited model; every factory gets the adapter,
     the request, the pixel tolerance and margin, and the split's held-out offset.
     """
-    scorers = []
+    scorers: list[Scorer] = []
     for name, sc in (cfg.eval.get("scorers") or {}).items():
         if sc is None:
             continue
@@ -75,6 +94,11 @@ def build_scorers(cfg: DictConfig, adapter: GeneratorAdapter, request: EditReque
             raise TypeError(f"eval.scorers.{name}: {sc._target_} returned {type(scorer).__name__}, "
                             "which has no metrics() method")
         scorers.append(scorer)
+    fc = cfg.eval.get("fid")  # absent in the configs of runs from before FID
+    if fid and fc is not None and fc.samples > 0:
+        generator = json.dumps(OmegaConf.to_container(cfg.generator.model, resolve=True), sort_keys=True, default=str)
+        scorers.append(FidScorer(adapter, fc.samples, fc.seed, fc.batch_size, fc.kid_subsets, fc.kid_subset_size,
+                                 request=request, model_key=generator, progress=bool(cfg.get("progress"))))
     return scorers
 
 
@@ -94,7 +118,8 @@ def ceiling_metrics(cfg: DictConfig, adapter: GeneratorAdapter, problem: EditPro
     if not cfg.eval.get("ceiling", True):
         return {}
     key = json.dumps([weights_sha256, problem.site.layer_name, cfg.generator.get("value_at"),
-                      dataclasses.asdict(problem.request), OmegaConf.to_container(cfg.eval, resolve=True),
+                      dataclasses.asdict(problem.request),
+                      {k: v for k, v in resolved(cfg.eval).items() if k != "fid"},  # the ceiling scores no FID
                       cfg.split.heldout_offset], sort_keys=True, default=str) if weights_sha256 else None
     if key is not None and key in _CEILINGS:
         _CEILINGS.move_to_end(key)
@@ -102,7 +127,7 @@ def ceiling_metrics(cfg: DictConfig, adapter: GeneratorAdapter, problem: EditPro
 
     def run_scorers(request: EditRequest) -> list[Scorer]:
         evaluator = Evaluator(dataclasses.replace(problem, request=request), None, cfg.eval.tol, cfg.eval.margin)
-        return [evaluator, *build_scorers(cfg, adapter, request)]
+        return [evaluator, *build_scorers(cfg, adapter, request, fid=False)]
 
     out = paste_ceiling(problem, run_scorers)
     if key is not None:
@@ -120,14 +145,23 @@ def resolved(node: DictConfig) -> dict[str, Any]:
 
 def build_edit(cfg: DictConfig) -> tuple[GeneratorAdapter, EditRequest, KeyStats, EditProblem]:
     """The model, the request, the key statistics and the edit problem a config describes (the run and
-    `rewrite.bench.rescore` build them the same way)."""
+    `rewrite.bench.rescore` build them the same way). The config's numbers are checked first, before any work.
+    A shard run (`stats.shard=I`) saves its statistics shard and raises `rewrite.core.shards.ShardRunStop`."""
+    check_run_config(cfg)
     adapter: GeneratorAdapter = instantiate(cfg.generator.model)
     site = make_site(adapter, cfg.generator.layer, cfg.generator.get("value_at"))
     request = load_request(cfg.edit, cfg.split.heldout_offset)
     request.validate(adapter.resolution)
     st = cfg.stats
-    stats = key_statistics(site, StatsCache(st.cache_dir) if st.cache_dir else None, st.num_samples,
-                           st.batch_size, st.seed, st.dtype, progress=cfg.progress)
+    cache = StatsCache(st.cache_dir) if st.cache_dir else None
+    if st.get("shard") is not None:  # a shard run: save shard I of K of the statistic, then stop (no edit)
+        from rewrite.core.shards import ShardRunStop, save_key_shard
+
+        assert cache is not None  # check_run_config: stats.shards needs stats.cache_dir
+        raise ShardRunStop(save_key_shard(site, cache, st.num_samples, st.batch_size, st.seed, st.dtype, st.shards,
+                                          st.shard, progress=cfg.progress))
+    stats = key_statistics(site, cache, st.num_samples, st.batch_size, st.seed, st.dtype, progress=cfg.progress,
+                           shards=st.get("shards"))
     return adapter, request, stats, build_problem(site, request, stats.moment)
 
 

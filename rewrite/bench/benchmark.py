@@ -17,7 +17,8 @@
    again on the test seeds with the copy/paste pairs 1 … N−1 (`<out>/examples/<n>_<strategy>/<k>/`): how
    much a result depends on the one example it was given.
 5. `<out>/table.md` (the README's table: each strategy's chosen setting and its test scores with
-   95% intervals, and with `--examples` the edit_score's mean and range over the N examples);
+   95% intervals, FID against the unedited model over `--fid-samples` samples (default 200; 0 leaves it out),
+   and with `--examples` the edit_score's mean and range over the N examples);
    `python -m rewrite.bench.sweep_table` adds `<out>/test.csv` and the Pareto plot
    `<out>/pareto.png`; `<out>/chosen.json` records the choices and `<out>/commands.txt` every
    command that ran. Phases whose folders are complete are skipped, so an interrupted benchmark
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -38,13 +40,17 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from rewrite.bench.sweep_table import load_sweep
-from rewrite.core.files import atomic_write
+from rewrite.core.files import atomic_write, check_writable_dir
 from rewrite.pipeline import CONF_DIR
+from rewrite.runner.runfolder import IncompleteRun, read_run, skipped_message
 
 STRATEGIES = ("rank_one", "low_rank", "closed_form", "projected_adam", "layer_finetune", "full_finetune")
 COMMON = ["logger=csv", "progress=false", "torch_threads=1"]
 EXPERIMENTS = Path(CONF_DIR) / "experiment"
-VALIDATION_ONLY = ["eval.perceptual=null"]  # a diagnostic no choice reads; the test runs report it
+VALIDATION_ONLY = ["eval.perceptual=null", "eval.fid.samples=0"]  # diagnostics no choice reads; test runs report them
+FID_SAMPLES = 200  # --fid-samples default: FID / KID of each test run over this many unedited and edited samples
+
+logger = logging.getLogger(__name__)
 
 
 def family(edit: str) -> str:
@@ -65,19 +71,29 @@ def run(cmd: list[str], log: Path) -> None:
 
 
 def complete(folder: Path) -> bool:
-    """A multirun folder whose every job left metrics.json (so the phase can be skipped)."""
+    """A multirun folder whose every job is complete and fresh (so the phase can be skipped); the others are
+    listed, and the phase runs again."""
     if not (folder / "multirun.yaml").is_file():
         return False
     try:
-        return not load_sweep(folder).unfinished
+        skipped = load_sweep(folder).skipped
     except ValueError:
         return False
+    if skipped:
+        logger.warning("%s: %s; running the phase again", folder, skipped_message(skipped))
+    return not skipped
 
 
 def ran_with(folder: Path, overrides: list[str]) -> bool:
-    """Whether a finished test run used these overrides (a changed choice must run again)."""
-    path = folder / ".hydra" / "overrides.yaml"
-    return path.is_file() and set(overrides) <= set(OmegaConf.to_container(OmegaConf.load(path)) or [])
+    """Whether a run folder holds a complete, fresh run made with these overrides (else it runs again: a changed
+    choice, or a run that failed, was killed or left stale metrics). Why it is not reusable is logged."""
+    try:
+        ran, _ = read_run(folder)
+    except IncompleteRun as e:
+        if folder.exists():
+            logger.warning("%s: not reused (%s); running it again", folder, e)
+        return False
+    return set(overrides) <= set(ran or [])
 
 
 EXAMPLE = "edit.example"  # the copy/paste pair a toy request uses; choices average over it
@@ -91,6 +107,8 @@ def choose(folder: Path) -> tuple[dict[str, str], dict[str, object]]:
     examples, so one lucky pair cannot choose it; the returned scores are those means.
     """
     sweep = load_sweep(folder)
+    if sweep.skipped:
+        logger.warning("%s: %s", folder, skipped_message(sweep.skipped))
     groups: dict[tuple[tuple[str, str], ...], list[dict[str, object]]] = {}
     for r in sweep.rows:
         setting = tuple(sorted((k, str(v)) for k, v in r.items() if "." in k and k not in NOT_CHOSEN))
@@ -153,17 +171,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--strategies", default=None, help="comma-separated subset (default: all of the family's)")
     ap.add_argument("--examples", type=int, default=1,
                     help="also score each chosen setting with copy/paste pairs 1..N-1 on the test seeds (toy rules)")
+    ap.add_argument("--fid-samples", type=int, default=FID_SAMPLES,
+                    help="FID / KID of each test run over N unedited and N edited samples (eval.fid.samples; "
+                         "0: none); validation runs never compute it")
     ap.add_argument("--tune", action="store_true",
                     help="write the choices into the generator config's tuned section (its strategy defaults)")
     ap.add_argument("--choose-examples", type=int, default=1,
                     help="choose each setting by its mean edit_score over copy/paste pairs 0..N-1 on the "
                          "validation seeds (toy rules)")
     args = ap.parse_args(argv)
+    try:  # before any work: the output folder must be a folder it can write
+        check_writable_dir(args.out)
+    except OSError as e:
+        raise SystemExit(f"--out: {e}") from None
     fam = family(args.edit)
     if args.examples < 1:
         raise SystemExit(f"--examples must be ≥ 1, got {args.examples}")
     if args.choose_examples < 1:
         raise SystemExit(f"--choose-examples must be ≥ 1, got {args.choose_examples}")
+    if args.fid_samples < 0 or args.fid_samples == 1:
+        raise SystemExit(f"--fid-samples must be 0 (none) or ≥ 2, got {args.fid_samples}")
+    fid = [f"eval.fid.samples={args.fid_samples}"] if args.fid_samples else []  # the test runs only
     varies = max(args.examples, args.choose_examples) > 1
     if varies and "example" not in OmegaConf.load(Path(CONF_DIR) / "edit" / f"{args.edit}.yaml"):
         raise SystemExit(f"--examples: edit {args.edit!r} has no `example` setting to vary (toy rules have one)")
@@ -193,15 +221,13 @@ def main(argv: list[str] | None = None) -> None:
     for i, name in enumerate(names):
         folder = out / "test" / f"{i}_{name}"
         ov = [f"{k}={v}" for k, v in chosen[name]["overrides"].items()]  # type: ignore[union-attr]
-        if not (folder / "metrics.json").is_file() or not ran_with(folder, ov):
+        if not ran_with(folder, [*ov, *fid]):  # a run without the asked FID runs again
             shutil.rmtree(folder, ignore_errors=True)
-            run([*base, f"+experiment=search_{fam}_{name}", *ov, "split=test", f"hydra.run.dir={folder}"], log)
+            run([*base, f"+experiment=search_{fam}_{name}", *ov, *fid, "split=test", f"hydra.run.dir={folder}"], log)
     for i, name in enumerate(names):  # one multirun per strategy over the examples still missing
         ov = [f"{k}={v}" for k, v in chosen[name]["overrides"].items()]  # type: ignore[union-attr]
         folder = out / "examples" / f"{i}_{name}"
-        missing = [k for k in range(1, args.examples)
-                   if not (folder / str(k) / "metrics.json").is_file()
-                   or not ran_with(folder / str(k), [*ov, f"{EXAMPLE}={k}"])]
+        missing = [k for k in range(1, args.examples) if not ran_with(folder / str(k), [*ov, f"{EXAMPLE}={k}"])]
         if missing:
             for k in missing:
                 shutil.rmtree(folder / str(k), ignore_errors=True)
@@ -209,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
             run([*base[:3], "-m", *base[3:], f"+experiment=search_{fam}_{name}", *ov,
                  f"{EXAMPLE}={','.join(map(str, missing))}", "split=test", f"hydra.sweep.dir={folder}",
                  "hydra.sweep.subdir=${edit.example}"], log)
-    text = summary(out, names, chosen, args.examples)
+    text = summary(out, names, chosen, args.examples, args.fid_samples)
     atomic_write(out / "table.md", lambda tmp: tmp.write_text(text + "\n"))
     print(text)
     subprocess.run([sys.executable, "-m", "rewrite.bench.sweep_table", str(out / "test"),
@@ -232,20 +258,22 @@ def _ci(m: dict[str, object], key: str) -> str:
     return f"{m[key]:.2f} [{m[key + '_ci_low']:.2f}, {m[key + '_ci_high']:.2f}]"
 
 
-def summary(out: Path, names: list[str], chosen: dict[str, dict[str, object]], examples: int = 1) -> str:
-    """One markdown row per strategy: its chosen setting and its test-seed scores (the README's table)."""
-    head = ("| strategy | chosen on validation | efficacy (ceiling) | generality (ceiling) | specificity per part "
-            "(worst part) | specificity of pixels | edit_score | time s |")
-    rule = "|---|---|---|---|---|---|---|---|"
-    if examples > 1:
-        head, rule = head + f" edit_score, {examples} examples: mean [min, max] |", rule + "---|"
-    lines = [head, rule]
+def summary(out: Path, names: list[str], chosen: dict[str, dict[str, object]], examples: int = 1,
+            fid_samples: int = 0) -> str:
+    """One markdown row per strategy: its chosen setting and its test-seed scores (the README's table); with
+    `fid_samples`, the FID of the edited model against the unedited one (`-` for a run that did not measure it)."""
+    columns = ["strategy", "chosen on validation", "efficacy (ceiling)", "generality (ceiling)",
+               "specificity per part (worst part)", "specificity of pixels", "edit_score",
+               *([f"FID ({fid_samples} samples)"] if fid_samples else []), "time s",
+               *([f"edit_score, {examples} examples: mean [min, max]"] if examples > 1 else [])]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for i, name in enumerate(names):
         m = json.loads((out / "test" / f"{i}_{name}" / "metrics.json").read_text())
         setting = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in chosen[name]["overrides"].items())  # type: ignore
         row = (f"| `{name}` | {setting} | {m['efficacy']:.2f} ({_num(m, 'ceiling_efficacy')}) | "
                f"{_ci(m, 'generality')} ({_num(m, 'ceiling_generality')}) | {_ci(m, 'specificity')}"
-               f"{_worst(m)} | {_num(m, 'specificity_pixels')} | {_ci(m, 'edit_score')} | {m['edit_time_s']:.3g} |")
+               f"{_worst(m)} | {_num(m, 'specificity_pixels')} | {_ci(m, 'edit_score')} |"
+               + (f" {_num(m, 'fid')} |" if fid_samples else "") + f" {m['edit_time_s']:.3g} |")
         if examples > 1:
             folders = [out / "examples" / f"{i}_{name}" / str(k) for k in range(1, examples)]
             scores = [float(m["edit_score"])] + [

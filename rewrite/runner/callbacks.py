@@ -1,9 +1,10 @@
-"""Callbacks that turn a finished edit into numbers and pictures, in the run folder and the logger."""
+"""Callbacks that turn a finished edit into numbers and pictures, in the run folder and the logger; the
+metrics.json writer."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -18,15 +19,18 @@ from rewrite.eval.grid import before_after_grid
 from rewrite.eval.rule_metrics import DEFAULT_TOL
 from rewrite.eval.scorer import Scorer
 from rewrite.runner.lightning_module import RewriteModule
+from rewrite.runner.runfolder import METRICS_FILE, RUN_OVERRIDES
 
 
 class EditMetrics(pl.Callback):
-    """Snapshot the unedited model at train start; after the edit, write metrics.json and log it."""
+    """Snapshot the unedited model at train start; after the edit, compute the metrics and log them.
 
-    def __init__(self, out_dir: str | Path, perceptual: PerceptualDistance | None,
-                 extra: dict[str, float | int | str] | None = None, scorers: list[Scorer] | None = None,
-                 tol: float = DEFAULT_TOL, margin: int = 1) -> None:
-        self.out_dir = Path(out_dir)
+    The run writes them to metrics.json (`write_metrics`) only after its other files: metrics.json is the last
+    file of a run folder, so its presence means the run finished (`rewrite.runner.runfolder.read_run`).
+    """
+
+    def __init__(self, perceptual: PerceptualDistance | None, extra: dict[str, float | int | str] | None = None,
+                 scorers: list[Scorer] | None = None, tol: float = DEFAULT_TOL, margin: int = 1) -> None:
         self.tol, self.margin = tol, margin
         self.perceptual = perceptual
         self.extra = dict(extra or {})
@@ -47,11 +51,16 @@ class EditMetrics(pl.Callback):
         m["edit_time_s"] = pl_module.edit_seconds
         m.update(self.extra)
         self.metrics = m
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(m, indent=2, sort_keys=True)))
         numeric = {f"metrics/{k}": float(v) for k, v in m.items() if isinstance(v, (int, float)) and v == v}
         for logger in trainer.loggers:
             logger.log_metrics(numeric, step=trainer.global_step)
+
+
+def write_metrics(out_dir: Path, metrics: Mapping[str, object], overrides: list[str] | None) -> Path:
+    """metrics.json, atomically, with the overrides the metrics were made with (`RUN_OVERRIDES`; None outside
+    Hydra): a reader can tell them from metrics an earlier run left beside a re-run's new overrides."""
+    data = {**metrics, RUN_OVERRIDES: overrides}
+    return atomic_write(out_dir / METRICS_FILE, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True)))
 
 
 class BeforeAfterGrid(pl.Callback):
