@@ -29,6 +29,7 @@ from rewrite.runner.lightning_module import RewriteModule
 from rewrite.runner.outputs import EDIT_FILE, FULL_WEIGHTS_FILE, save_edit
 from rewrite.runner.runfolder import HISTORY_DIR, METRICS_FILE
 from rewrite.runner.summary import run_summary
+from rewrite.runner.threads import threads_per_job
 from rewrite.strategies.base import Strategy
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,13 @@ def start_clean(out: Path) -> None:
             p.unlink()
 
 
+def launcher_config() -> dict[str, Any] | None:
+    """The Hydra launcher of this job (None outside Hydra), to share the cores between jobs side by side."""
+    if not HydraConfig.initialized():
+        return None
+    return OmegaConf.to_container(HydraConfig.get().launcher, resolve=True)  # type: ignore[return-value]
+
+
 def task_overrides() -> list[str] | None:
     """The command line's overrides of this job (`.hydra/overrides.yaml`); None outside a Hydra run."""
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None
@@ -76,8 +84,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     out = writable_dir(output_dir(cfg))  # fail now, not after the edit
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    threads = threads_per_job(launcher_config(), cfg.get("torch_threads"))
+    if threads:
+        torch.set_num_threads(threads)
 
     strategy: Strategy = instantiate(cfg.strategy)  # config errors surface before any heavy work
     try:
@@ -91,7 +100,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     # The config choice names the run ("low_rank" is the rank_one class with rank 4).
     label = HydraConfig.get().runtime.choices.get("strategy") if HydraConfig.initialized() else strategy.name
     extra = {"stats_time_s": stats.seconds, "stats_cached": int(stats.cached), "strategy": label or strategy.name,
-             "split": cfg.split.name}
+             "split": cfg.split.name, "torch_threads": torch.get_num_threads()}
     extra.update(ceiling_metrics(cfg, adapter, problem, base_sha))  # before the edit: the unedited model
     scorers = build_scorers(cfg, adapter, request)
     metrics_cb = EditMetrics(perceptual, extra, scorers, cfg.eval.tol, cfg.eval.margin)

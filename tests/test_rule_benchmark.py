@@ -103,3 +103,21 @@ def test_examples_need_an_edit_with_an_example_setting(tmp_path: Path) -> None:
         rule_benchmark.main(["face_eyeglasses", "--out", str(tmp_path), "--examples", "3"])
     with pytest.raises(SystemExit, match="must be ≥ 1"):
         rule_benchmark.main(["toy_add_tree", "--out", str(tmp_path), "--examples", "0"])
+
+
+def test_launcher_goes_to_the_multiruns_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--launcher cores` puts `hydra/launcher=cores` on every validation multirun (recorded, not run)."""
+    commands: list[list[str]] = []
+
+    class Stop(Exception):
+        pass
+
+    def record(cmd: list[str], log: Path) -> None:
+        commands.append(cmd)
+        raise Stop  # the first validation multirun is enough to see its command line
+
+    monkeypatch.setattr(rule_benchmark, "run", record)
+    with pytest.raises(Stop):
+        rule_benchmark.main(["toy_add_tree", "--out", str(tmp_path / "b"), "--strategies", "rank_one",
+                             "--launcher", "cores"])
+    assert "-m" in commands[0] and "hydra/launcher=cores" in commands[0]

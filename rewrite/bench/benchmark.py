@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fid-samples", type=int, default=FID_SAMPLES,
                     help="FID / KID of each test run over N unedited and N edited samples (eval.fid.samples; "
                          "0: none); validation runs never compute it")
+    ap.add_argument("--launcher", default=None,
+                    help="Hydra launcher of the multiruns, e.g. cores (jobs side by side, threads = cores // jobs) or "
+                         "slurm (rewrite/conf/hydra/launcher/); default: one job after another")
     ap.add_argument("--tune", action="store_true",
                     help="write the choices into the generator config's tuned section (its strategy defaults)")
     ap.add_argument("--choose-examples", type=int, default=1,
@@ -199,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     out, log = args.out, args.out / "commands.txt"
     out.mkdir(parents=True, exist_ok=True)
     base = [sys.executable, "-m", "rewrite", f"edit={args.edit}", *COMMON]
+    launcher = [f"hydra/launcher={args.launcher}"] if args.launcher else []  # the multiruns only
     chosen: dict[str, dict[str, object]] = {}
     for name in names:
         folder, experiment = out / "val" / name, f"search_{fam}_{name}"
@@ -208,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[validation] {name}: +experiment={experiment}", flush=True)
             pairs = [f"{EXAMPLE}={','.join(map(str, range(args.choose_examples)))}"] if args.choose_examples > 1 else []
             run([*base[:3], "-m", *base[3:], f"+experiment={experiment}", "split=validation", *pairs,
-                 *VALIDATION_ONLY, f"hydra.sweep.dir={folder}"], log)
+                 *VALIDATION_ONLY, *launcher, f"hydra.sweep.dir={folder}"], log)
         overrides, best = choose(folder)
         chosen[name] = {"overrides": overrides, "validation_edit_score": best["edit_score"],
                         "validation_examples": best["examples"]}
@@ -233,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
                 shutil.rmtree(folder / str(k), ignore_errors=True)
             print(f"[examples {','.join(map(str, missing))}] {name}", flush=True)
             run([*base[:3], "-m", *base[3:], f"+experiment=search_{fam}_{name}", *ov,
-                 f"{EXAMPLE}={','.join(map(str, missing))}", "split=test", f"hydra.sweep.dir={folder}",
+                 f"{EXAMPLE}={','.join(map(str, missing))}", "split=test", *launcher, f"hydra.sweep.dir={folder}",
                  "hydra.sweep.subdir=${edit.example}"], log)
     text = summary(out, names, chosen, args.examples, args.fid_samples)
     atomic_write(out / "table.md", lambda tmp: tmp.write_text(text + "\n"))
