@@ -67,7 +67,7 @@ def time_model(adapter: GeneratorAdapter, layer: str, request_cfg: str, samples:
         request = dataclasses.replace(request, context=request.context[:context])
     site = make_site(adapter, layer)
     stats = key_statistics(site, None, samples, batch_size=50, progress=False)
-    n_images = 64 if score else 8  # the 256 px model draws about 1.3 s an image on a CPU
+    n_images = 64 if score else 8  # fewer for the 256 px model, slow on a CPU
     figures = {"device": str(device), "layer": layer, "samples": samples, "context_regions": len(request.context),
                "stats_s": best_of(lambda: key_statistics(site, None, samples, batch_size=50, progress=False),
                                   device, repeats=2),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -47,3 +49,10 @@ def tiny_problem(layer: str = "main.4", value_at: str | None = "main.6", request
 @pytest.fixture
 def problem() -> EditProblem:
     return tiny_problem()
+
+
+def warns_and_goes_on(caplog: pytest.LogCaptureFixture, message: str, call: Callable[[], object]) -> None:
+    """A bad-input row answered by a logged warning, not an error: the call returns and the log says `message`."""
+    with caplog.at_level(logging.WARNING):
+        call()
+    assert message in caplog.text

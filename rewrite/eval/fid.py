@@ -121,7 +121,7 @@ class InceptionFeatures:
 
 @cache
 def shared_extractor(device: str = "cpu") -> InceptionFeatures:
-    """One loaded network per device and process: loading and checking the 87 MB file costs up to 0.7 s."""
+    """One loaded network per device and process: loading and checking the 87 MB file is not free."""
     return InceptionFeatures(device)
 
 
