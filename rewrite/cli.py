@@ -130,8 +130,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
-    run(cfg)
+def _hydra_main(cfg: DictConfig) -> float | None:
+    """One job; its `edit_score` is the objective a sweeper such as Optuna maximises (None for a shard run)."""
+    score = run(cfg).get("edit_score")
+    return float(score) if score is not None else None
 
 
 NO_RUN_FLAGS = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion"}

@@ -33,7 +33,8 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from rewrite.core.files import atomic_write, file_sha256
 from rewrite.core.perceptual import EffNetFeatureDistance
-from rewrite.toyworld.models.generator import ToySceneGenerator, build_toy_generator
+from rewrite.toyworld.models.feature_paste import Paste, apply_pastes, draw_pastes, pasted_at
+from rewrite.toyworld.models.generator import TOY_SIZE, ToySceneGenerator, build_toy_generator
 from rewrite.toyworld.models.quality import score_images
 from rewrite.toyworld.models.segmenter import load_toy_segmenter
 from rewrite.toyworld.world.labels import CLASSES
@@ -112,6 +113,20 @@ def init_weights(g: ToySceneGenerator, path: str | Path) -> dict:
                     "steps below count from 0 again"}
 
 
+def layer_scale(g: ToySceneGenerator, name: str) -> tuple[nn.Module, int]:
+    """The synthesis layer `convs.K` and its image pixels per feature cell (convs.2j/2j+1 draw 2**(j+3) px)."""
+    prefix, _, k = name.partition(".")
+    if prefix != "convs" or not k.isdigit() or int(k) >= len(g.convs):
+        raise ValueError(f"paste.layers: {name!r} is not a synthesis layer convs.0 .. convs.{len(g.convs) - 1}")
+    return g.convs[int(k)], TOY_SIZE // 2 ** (int(k) // 2 + 3)
+
+
+def paste_targets(x: Tensor, labels: Tensor, pastes: list[Paste], scale: int) -> tuple[Tensor, Tensor]:
+    """The renders and label maps with each feature paste done as a pixel paste (the image it should draw)."""
+    pixel = [p.scaled(scale) for p in pastes]
+    return apply_pastes(x, pixel), apply_pastes(labels[:, None], pixel)[:, 0]
+
+
 def train_state_path(out: str | Path) -> Path:
     """Where the resumable training state of the generator written to `out` lives."""
     return Path(out).with_suffix(".train.pt")
@@ -181,6 +196,9 @@ class ToyGeneratorModule(pl.LightningModule):
         self.register_buffer("pixel_weight", class_weights(labels_val, cfg.loss.class_balance,
                                                                  cfg.loss.get("class_boost")))
         self.weighted = bool(cfg.loss.class_balance or cfg.loss.get("class_boost"))
+        self.paste = cfg.get("paste") or {}
+        for name in self.paste.get("layers", []) if self.paste.get("fraction") else []:
+            layer_scale(self.g, name)  # a bad name fails here, not at the first step
         self.val_last: tuple[int, dict[str, float]] | None = None  # (step, figures): saves reuse them
 
     @property
@@ -198,10 +216,27 @@ class ToyGeneratorModule(pl.LightningModule):
         for group in self.optimizers().optimizer.param_groups:
             group["lr"] = lr
 
+    def draw_paste(self, batch: int, generator: torch.Generator, count: int) -> tuple[nn.Module, list[Paste], int]:
+        """A random paste layer (of `paste.layers`) and `count` random pastes at it; also its pixels per cell."""
+        names = list(self.paste["layers"])
+        layer, scale = layer_scale(self.g, names[int(torch.randint(len(names), (), generator=generator))])
+        res = TOY_SIZE // scale
+        cells = [max(1, min(res, int(self.paste[k]) // scale)) for k in ("min_pixels", "max_pixels")]
+        return layer, draw_pastes(batch, count, res, *cells, generator=generator), scale
+
     def training_step(self, z: Tensor, batch_idx: int) -> Tensor:
         x, labels = render(params_from_z(z))
         x = x * 2 - 1
-        y = self.g(z)
+        count = round(float(self.paste.get("fraction", 0.0)) * len(z))
+        if count:  # the first `count` samples get another sample's features pasted at a random layer and box
+            if not hasattr(self, "paste_rng"):
+                self.paste_rng = torch.Generator().manual_seed(self.data_seed + 17)
+            layer, pastes, scale = self.draw_paste(len(z), self.paste_rng, count)
+            x, labels = paste_targets(x, labels, pastes, scale)
+            with pasted_at(layer, pastes):
+                y = self.g(z)
+        else:
+            y = self.g(z)
         err = (y - x).abs()
         l1 = err.mean()
         loss = (err * self.pixel_weight[labels.long()][:, None]).mean() if self.weighted else l1
@@ -212,7 +247,7 @@ class ToyGeneratorModule(pl.LightningModule):
             loss = loss + self.cfg.loss.perceptual * self.perceptual(y[:k], x[:k]).mean()
         logs = {"train/l1": l1}
         if self.disc is not None:
-            logs["train/d_loss"] = self.discriminator_step(x, y.detach())
+            logs["train/d_loss"] = self.discriminator_step(x, y.detach())  # real: the (pixel-pasted) renders
             self.disc.requires_grad_(False)  # G's adversarial term must not leave gradients in D
             adversarial = F.softplus(-self.disc(y)).mean()  # non-saturating: G wants its patches read as renders
             self.disc.requires_grad_(True)
@@ -274,11 +309,30 @@ class ToyGeneratorModule(pl.LightningModule):
             self.segmenter.eval()  # its BatchNorm must use running statistics, whatever mode the trainer set
         fake = torch.cat([(self.g_ema(z).clamp(-1, 1) + 1) / 2 for z in self.z_val.split(64)])
         if self.segmenter is None:
-            return {"mae01": float((fake - self.x_val).abs().mean())}
+            return {"mae01": float((fake - self.x_val).abs().mean()), **self.paste_figures()}
         figures = score_images(fake, self.x_val, self.labels_val, params, self.segmenter)
         recall = figures.pop("rule_source_recall")
         figures.pop("towers")
-        return {**figures, **{f"recall_{k}": v for k, v in recall.items()}}
+        return {**figures, **{f"recall_{k}": v for k, v in recall.items()}, **self.paste_figures()}
+
+    @torch.no_grad()
+    def paste_figures(self) -> dict[str, float]:
+        """MAE (images in [0, 1]) of feature pastes at each paste layer against the pixel pastes of the renders,
+        on fixed boxes (eval.seed) in the validation scenes; empty when training without pastes."""
+        if not self.paste.get("fraction"):
+            return {}
+        figures = {}
+        for name in self.paste["layers"]:
+            layer, scale = layer_scale(self.g_ema, name)
+            res = TOY_SIZE // scale
+            cells = [max(1, min(res, int(self.paste[k]) // scale)) for k in ("min_pixels", "max_pixels")]
+            n = min(64, len(self.z_val))
+            pastes = draw_pastes(n, n, res, *cells, generator=torch.Generator().manual_seed(self.cfg.eval.seed))
+            target, _ = paste_targets(self.x_val[:n], self.labels_val[:n], pastes, scale)
+            with pasted_at(layer, pastes):
+                fake = (self.g_ema(self.z_val[:n]).clamp(-1, 1) + 1) / 2
+            figures[f"paste_mae_{name}"] = float((fake - target).abs().mean())
+        return figures
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         opt = torch.optim.Adam(self.g.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas))
