@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pytorch_lightning as pl
 import torch
 import yaml
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -192,7 +193,10 @@ class Runs:
             studio.request()  # a clear message before a folder is made
             run_id, folder = self.new_folder(strategy)
             cfg, command, overrides = self.compose(strategy, settings, folder)
-            fit: Strategy = instantiate(cfg.strategy)
+            try:
+                fit: Strategy = instantiate(cfg.strategy)
+            except InstantiationException as e:  # a bad setting: the strategy's own message, not Hydra's wrapper
+                raise StudioError(str(e.__cause__ or e)) from None
             say(0.05, "preparing")
             prep = self.prepare(cfg)
             pl.seed_everything(cfg.seed, workers=True, verbose=False)
