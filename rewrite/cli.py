@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 import shutil
 import sys
@@ -131,9 +132,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    """One job; its `edit_score` is the objective a sweeper such as Optuna maximises (None for a shard run)."""
+    """One job; its `edit_score` is the objective a sweeper such as Optuna maximises. None for a shard run and for
+    a NaN score (nothing to score): Optuna records None as a failed trial and goes on, while a NaN return ends
+    hydra-optuna-sweeper's study with an error (docs/optuna.md)."""
     score = run(cfg).get("edit_score")
-    return float(score) if score is not None else None
+    return float(score) if score is not None and not math.isnan(score) else None
 
 
 NO_RUN_FLAGS = {"-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion"}
