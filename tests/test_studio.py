@@ -22,7 +22,7 @@ from rewrite.core.problem import paste
 from rewrite.core.request import EditRequest
 from rewrite.editfile.artifact import EditArtifact
 from rewrite.editfile.cli import main as rewrite_edit
-from rewrite.studio.backend import HELDOUT_COUNT, Studio, normalize_box, placed_box
+from rewrite.studio.backend import HELDOUT_COUNT, HELDOUT_START, Studio, normalize_box, placed_box
 from rewrite.studio.security import MAX_MASK_BYTES, StudioError, check_mask_path, inside, save_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -166,6 +166,18 @@ def test_bad_mask_uploads(tmp_path: Path, data: bytes, message: str) -> None:
 
 
 # --- where the direction fires ------------------------------------------------------------
+def test_a_toy_rule_scores_on_the_scenes_it_acts_on(toy: Studio) -> None:
+    toy.set_copy(256, [8, 29, 18, 42])
+    toy.set_paste(33, [11, 30, 21, 43])
+    assert len(toy.request().heldout) == HELDOUT_COUNT and toy.draft.heldout == []
+    toy.set_rule("add_tree")
+    held = toy.request().heldout
+    assert held == toy.load_preset("toy_add_tree").heldout and toy.draft.rule == "add_tree"
+    assert {r.seed for r in held} != set(range(HELDOUT_START, HELDOUT_START + HELDOUT_COUNT))  # tree scenes left out
+    toy.set_rule(None)
+    assert toy.draft.heldout == [] and toy.draft.rule is None
+
+
 def test_heatmap_and_top_matches(toy: Studio) -> None:
     toy.load_preset("toy_add_tree")
     toy.clear_context()

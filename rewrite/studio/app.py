@@ -18,10 +18,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hydra.errors import InstantiationException
 from nicegui import app, background_tasks, run, ui
 from nicegui.events import MouseEventArguments, UploadEventArguments
 
-from rewrite.studio.backend import Studio
+from rewrite.studio.backend import HELDOUT_COUNT, Studio
 from rewrite.studio.images import data_url, heat_overlay, png
 from rewrite.studio.runs import RunOutcome
 from rewrite.studio.security import MAX_MASK_BYTES, StudioError, inside
@@ -72,7 +73,10 @@ class Page:
     async def act(self, fn: Callable[..., T], *args: Any, quiet: bool = False) -> T | None:
         """Run a backend action in a worker thread; its error is one line on the page."""
         try:
-            return await run.io_bound(fn, *args)
+            try:
+                return await run.io_bound(fn, *args)
+            except InstantiationException as e:  # a config's object refused its settings: its own message
+                raise e.__cause__ if isinstance(e.__cause__, Exception) else RuntimeError(str(e)) from None
         except (StudioError, ValueError, KeyError, TypeError, RuntimeError, FileNotFoundError) as e:
             if not quiet:
                 ui.notify(" ".join(str(e).strip("'\"").split()), type="negative", multi_line=True,
@@ -146,8 +150,9 @@ class Page:
                 ui.button("◀", on_click=lambda: self.goto(self.page_no - 1)).props("dense flat")
                 self.page_label = ui.label("")
                 ui.button("▶", on_click=lambda: self.goto(self.page_no + 1)).props("dense flat")
-                self.seed_box = ui.number("seed", value=0, min=0, format="%d").classes("w-24")
-                ui.button("Go", on_click=self.jump).props("dense flat")
+                self.seed_box = ui.number("seed", value=0, min=0, format="%d").classes("w-24") \
+                    .props("data-testid=seed")
+                ui.button("Go", on_click=self.jump).props("dense flat data-testid=go")
                 self.heat_switch = ui.switch("where the update direction fires (dᵀk)", on_change=self.toggle_heat) \
                     .props("data-testid=heat")
             self.gallery = ui.grid(columns=4).classes("gap-2")
@@ -230,6 +235,7 @@ class Page:
         rule = None if self.rule.value == "(none)" else self.rule.value
         if self.studio.model is not None and self.studio.draft.rule != rule:
             await self.act(self.studio.set_rule, rule)
+            self.show_request()
 
     # --- gallery ------------------------------------------------------------------------
     async def goto(self, page_no: int) -> None:
@@ -301,10 +307,10 @@ class Page:
         def where(r: Any) -> str:
             return "—" if r is None else f"seed {r.seed} box {list(r.box) if r.box else r.mask_path}"
 
+        heldout = f"{len(d.heldout)} region(s)" if d.heldout else f"the paste box on {HELDOUT_COUNT} unseen seeds"
+        rule = "" if d.rule is None else f"; ground truth: toy rule {d.rule}"
         self.request_info.text = (f"copy:  {where(d.copy)}\npaste: {where(d.paste)}\ncontext: {len(d.context)} "
-                                  f"region(s) (+ the paste)\nheld-out: "
-                                  f"{len(d.heldout) or 'the paste box on 32 unseen seeds'}"
-                                  f"{'' if d.rule is None else f'; ground truth: toy rule {d.rule}'}")
+                                  f"region(s) (+ the paste)\nheld-out: {heldout}{rule}")
         self.context_list.clear()
         with self.context_list:
             for i, r in enumerate(d.context[:12]):

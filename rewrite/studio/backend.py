@@ -267,12 +267,21 @@ class Studio:
             self.draft = dataclasses.replace(self.draft, context=[])
 
     def set_rule(self, rule: str | None) -> None:
-        """The toy world's rule whose exact ideal scores the edit (None: the paste goal scores it)."""
+        """Score the edit against the toy world's exact ideal of `rule` (None: against the paste goal).
+
+        The held-out scenes become the rule's own (its request config's: scenes the rule acts on, where the
+        ideal differs from the scene), since a scene the rule leaves alone has nothing to measure generality on.
+        """
         rules = self.rules()
         if rule is not None and rule not in rules:
             raise StudioError(f"unknown toy rule {rule!r}; expected one of {rules}")
+        heldout: list[Region] = []
+        if rule is not None:
+            model = self.require_model()
+            cfg = self.configs.compose([f"generator={model.generator}", f"edit=toy_{rule}"])
+            heldout = list(load_request(cfg.edit, cfg.split.heldout_offset).heldout)
         with self.lock:
-            self.draft = dataclasses.replace(self.draft, rule=rule)
+            self.draft = dataclasses.replace(self.draft, rule=rule, heldout=heldout)
 
     def rules(self) -> list[str]:
         """The toy rules the packaged request configs name (`edit/toy_*.yaml`'s `rule`)."""
