@@ -4,7 +4,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-all bench lint clean
+.PHONY: demo test test-all bench lint clean chromium
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,10 +16,15 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	WANDB_MODE=offline $(BIN)/python -m rewrite generator=toy_stylegan2 edit=toy_add_tree
 
-test: $(BIN)/.installed
+# Debian's chromium for the studio's browser tests (Playwright drives it; no browser is downloaded). Installed
+# when missing and run as root; otherwise those tests are skipped with a hint.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; } || echo "chromium missing (apt-get install chromium chromium-driver): the studio's browser tests will be skipped"
+
+test: $(BIN)/.installed chromium
 	WANDB_MODE=offline $(BIN)/python -m pytest -q
 
-test-all: $(BIN)/.installed
+test-all: $(BIN)/.installed chromium
 	WANDB_MODE=offline $(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: $(BIN)/.installed
