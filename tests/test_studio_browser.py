@@ -55,7 +55,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
                     break
             except OSError:
                 if proc.poll() is not None:
-                    raise RuntimeError(f"the studio server exited: {(out.parent / 'server.log').read_text()[-3000:]}")
+                    raise RuntimeError(f"the studio server exited: "
+                                       f"{(out.parent / 'server.log').read_text()[-3000:]}") from None
                 time.sleep(0.25)
         yield url, out, env
     finally:
@@ -68,7 +69,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 def page(server: tuple[str, Path, dict[str, str]]) -> Iterator[object]:
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        pg = browser.new_page(viewport={"width": 1600, "height": 1100}, accept_downloads=True)
+        pg = browser.new_page(viewport={"width": 1500, "height": 1500}, accept_downloads=True)
         pg.set_default_timeout(60_000)
         pg.goto(server[0])
         yield pg
@@ -82,7 +83,7 @@ class Shots:
 
     def __call__(self, pg: object, name: str) -> None:
         self.n += 1
-        pg.screenshot(path=str(self.folder / f"{self.n:02d}_{name}.png"), full_page=True)
+        pg.screenshot(path=str(self.folder / f"{self.n:02d}_{name}.png"))
 
 
 def tile(pg: object, seed: int) -> object:

@@ -94,7 +94,8 @@ class Page:
     # --- layout -------------------------------------------------------------------------
     def build(self) -> None:
         s = self.studio
-        ui.add_css(".pixelated, .pixelated img { image-rendering: pixelated; } .tile { width: %dpx; }" % TILE_PX)
+        ui.add_css(f".pixelated, .pixelated img {{ image-rendering: pixelated; }} .tile {{ width: {TILE_PX}px; }} "
+                   "table.scores td, table.scores th { padding: 1px 10px 1px 0; text-align: left; }")
         with ui.header().classes("items-center"):
             ui.label("rewrite studio").classes("text-h6")
             ui.label("copy a part of one sample, paste it into another, and teach the model the rule")

@@ -28,7 +28,7 @@ import torch
 import yaml
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from rewrite.core.files import atomic_write, file_sha256
 from rewrite.core.problem import EditProblem, build_problem
@@ -140,10 +140,13 @@ class Runs:
     def compose(self, strategy: str, settings: dict[str, Any] | None,
                 folder: Path) -> tuple[DictConfig, str, list[str]]:
         """The run's config (with `edit.file=<folder>/request.yaml`, written here), its command and overrides."""
-        overrides = [*self.overrides(strategy, settings), f"edit.file={folder / REQUEST_FILE}"]
+        base = self.overrides(strategy, settings)
+        overrides = [*base, f"edit.file={folder / REQUEST_FILE}"]
         command = self.studio.configs.command(overrides)
         self.write_request(folder, self.studio.request(), command)
-        return self.studio.configs.compose(overrides), command, [*self.studio.configs.overrides, *overrides]
+        cfg = self.studio.configs.compose(base)  # kept per override list: setting edit.file = the override's result
+        OmegaConf.update(cfg, "edit.file", str(folder / REQUEST_FILE), force_add=True)
+        return cfg, command, [*self.studio.configs.overrides, *overrides]
 
     def prepare(self, cfg: DictConfig | None = None) -> Prepared:
         """The problem and the scorers' snapshots of the unedited model for the draft (reused while the request,
@@ -232,8 +235,7 @@ class Runs:
         adapter, request = model.adapter, prep.problem.request
         regions = [request.paste, *list(request.heldout)[:GRID_ROWS]]
         z = adapter.sample_z([r.seed for r in regions])
-        before = adapter.generate(z)
-        source = adapter.generate(adapter.sample_z([request.source.seed]))[0]
+        *before, source = self.studio.images([*(r.seed for r in regions), request.source.seed])  # kept per seed
         with adapter.edited(result.weights):
             m: dict[str, Any] = dict(prep.evaluator.metrics(result))
             for scorer in prep.scorers:
