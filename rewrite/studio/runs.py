@@ -33,7 +33,6 @@ from omegaconf import DictConfig, OmegaConf
 from rewrite.core.files import atomic_write, file_sha256
 from rewrite.core.problem import EditProblem, build_problem
 from rewrite.core.request import EditRequest
-from rewrite.editfile.artifact import EditArtifact
 from rewrite.editfile.cli import Stack
 from rewrite.eval.evaluate import Evaluator
 from rewrite.eval.grid import before_after_grid
@@ -101,7 +100,6 @@ class Runs:
         self.studio = studio
         self.prepared: Prepared | None = None
         self.outcomes: list[RunOutcome] = []
-        self.last_result: EditResult | None = None
 
     def forget_prepared(self) -> None:
         self.prepared = None
@@ -221,7 +219,6 @@ class Runs:
                 write_metrics(folder, metrics, overrides)
             finally:
                 adapter.load_weights(keep)
-            self.last_result = result
             outcome = RunOutcome(run_id, folder, strategy, metrics, time.perf_counter() - t0, command)
             self.outcomes.append(outcome)
             say(1.0, "done")
@@ -319,15 +316,4 @@ class History:
         stack.save(self.stack_file)
         self.studio.reload_statistics()
 
-    def artifacts(self) -> list[EditArtifact]:
-        return [EditArtifact.load(p) for p in self.edits]
 
-
-def outcome_summary(o: RunOutcome) -> dict[str, Any]:
-    """The headline numbers of a run, for the page and for tests."""
-    names = ("efficacy", "generality", "specificity", "edit_score")
-    out: dict[str, Any] = {n: (o.metrics.get(n), o.metrics.get(f"{n}_ci_low"), o.metrics.get(f"{n}_ci_high"))
-                           for n in names}
-    out.update({k: o.metrics.get(k) for k in ("ceiling_efficacy", "ceiling_generality", "score_source",
-                                              "edit_time_s", "n_heldout")})
-    return out
