@@ -24,7 +24,10 @@ from pytorch_lightning.loggers import WandbLogger
 from rewrite.core.files import atomic_write, check_writable_dir, writable_dir
 from rewrite.core.perceptual import make_perceptual
 from rewrite.core.shards import ShardRunStop
-from rewrite.pipeline import CONF_DIR, build_edit, build_scorers, ceiling_metrics, output_dir, resolved
+from rewrite.core.shared import counts as shared_counts
+from rewrite.core.shared import key_of, store
+from rewrite.eval.evaluate import Evaluator
+from rewrite.pipeline import CONF_DIR, build_edit, build_scorers, ceiling_metrics, output_dir, problem_key, resolved
 from rewrite.runner.callbacks import BeforeAfterGrid, EditMetrics, write_metrics
 from rewrite.runner.lightning_module import RewriteModule
 from rewrite.runner.outputs import EDIT_FILE, FULL_WEIGHTS_FILE, save_edit
@@ -36,6 +39,7 @@ from rewrite.strategies.base import Strategy
 log = logging.getLogger(__name__)
 
 
+EVALUATORS = store("evaluators", 8)  # snapshots of the unedited model, shared by the jobs of a multirun
 RUN_OUTPUTS = (METRICS_FILE, EDIT_FILE, FULL_WEIGHTS_FILE, "config.yaml", "grid.png")  # metrics.json first
 
 
@@ -90,6 +94,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(threads)
 
     strategy: Strategy = instantiate(cfg.strategy)  # config errors surface before any heavy work
+    hits_before = {name: hits for name, (hits, _) in shared_counts().items()}
     try:
         adapter, request, stats, problem = build_edit(cfg)
     except ShardRunStop as stop:  # stats.shard=I: the shard is saved, and that is the whole job (exit 0)
@@ -97,14 +102,19 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return {}
     base_sha = stats.spec.weights_sha256
 
-    perceptual = make_perceptual(cfg.eval.perceptual) if cfg.eval.perceptual else None
     # The config choice names the run ("low_rank" is the rank_one class with rank 4).
     label = HydraConfig.get().runtime.choices.get("strategy") if HydraConfig.initialized() else strategy.name
     extra = {"stats_time_s": stats.seconds, "stats_cached": int(stats.cached), "strategy": label or strategy.name,
              "split": cfg.split.name, "torch_threads": torch.get_num_threads()}
     extra.update(ceiling_metrics(cfg, adapter, problem, base_sha))  # before the edit: the unedited model
     scorers = build_scorers(cfg, adapter, request)
-    metrics_cb = EditMetrics(perceptual, extra, scorers, cfg.eval.tol, cfg.eval.margin)
+    evaluator = EVALUATORS.get(key_of(problem_key(stats, cfg.generator.get("value_at"), request),
+                                      cfg.eval.perceptual, cfg.eval.tol, cfg.eval.margin),
+                               lambda: Evaluator(problem, make_perceptual(cfg.eval.perceptual) if cfg.eval.perceptual
+                                                 else None, cfg.eval.tol, cfg.eval.margin))
+    extra["shared_work_reused"] = ",".join(sorted(name for name, (hits, _) in shared_counts().items()
+                                                  if hits > hits_before.get(name, 0))) or "none"
+    metrics_cb = EditMetrics(evaluator.for_problem(problem), extra, scorers)
     start_clean(out)
     logger = instantiate(cfg.logger) if cfg.get("logger") and cfg.logger.get("_target_") else False
     grid_cb = BeforeAfterGrid(out, next((sc.ideal for sc in scorers if callable(getattr(sc, "ideal", None))), None))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rewrite.core.checks import check_run_config
 from rewrite.core.problem import EditProblem, build_problem
 from rewrite.core.request import EditRequest, EditRequestError
+from rewrite.core.shared import key_of, store
 from rewrite.core.site import make_site
 from rewrite.core.stats import KeyStats, StatsCache, key_statistics
 from rewrite.eval.ceiling import paste_ceiling
@@ -88,8 +88,11 @@ def build_scorers(cfg: DictConfig, adapter: GeneratorAdapter, request: EditReque
     for name, sc in (cfg.eval.get("scorers") or {}).items():
         if sc is None:
             continue
-        scorer = instantiate(sc, adapter=adapter, request=request, tol=cfg.eval.tol, margin=cfg.eval.margin,
-                             heldout_offset=cfg.split.heldout_offset)
+        # the objects are passed to the factory itself: Hydra would first copy the request (a dataclass with
+        # hundreds of regions) into an OmegaConf node, which cost seconds per scorer
+        factory = instantiate(sc, _partial_=True)
+        scorer = factory(adapter=adapter, request=request, tol=cfg.eval.tol, margin=cfg.eval.margin,
+                         heldout_offset=cfg.split.heldout_offset)
         if not callable(getattr(scorer, "metrics", None)):
             raise TypeError(f"eval.scorers.{name}: {sc._target_} returned {type(scorer).__name__}, "
                             "which has no metrics() method")
@@ -98,12 +101,19 @@ def build_scorers(cfg: DictConfig, adapter: GeneratorAdapter, request: EditReque
     if fid and fc is not None and fc.samples > 0:
         generator = json.dumps(OmegaConf.to_container(cfg.generator.model, resolve=True), sort_keys=True, default=str)
         scorers.append(FidScorer(adapter, fc.samples, fc.seed, fc.batch_size, fc.kid_subsets, fc.kid_subset_size,
-                                 request=request, model_key=generator, progress=bool(cfg.get("progress"))))
+                                 request=request, model_key=generator, progress=bool(cfg.get("progress")),
+                                 cache_dir=cfg.stats.get("cache_dir")))
     return scorers
 
 
-_CEILINGS: OrderedDict[str, dict[str, float]] = OrderedDict()
-CEILING_MEMO = 64  # ceilings kept per process: a multirun's jobs share them when only the strategy changes
+CEILINGS = store("ceilings", 64)  # a multirun's jobs share them when only the strategy changes
+PROBLEMS = store("problems", 16)
+
+
+def problem_key(stats: KeyStats, value_at: str | None, request: EditRequest) -> str:
+    """Everything an edit problem depends on: the statistics' spec (model, weights' sha256, layer, samples,
+    seed, dtype), where the value is read, and the whole request."""
+    return key_of(dataclasses.asdict(stats.spec), value_at, request.to_dict())
 
 
 def ceiling_metrics(cfg: DictConfig, adapter: GeneratorAdapter, problem: EditProblem,
@@ -111,30 +121,24 @@ def ceiling_metrics(cfg: DictConfig, adapter: GeneratorAdapter, problem: EditPro
     """The paste ceiling at the problem's layer (`rewrite.eval.ceiling`), scored as the run scores its edit:
     the evaluator, then the configured scorers. Needs the unedited model; {} when `eval.ceiling` is off.
 
-    With `weights_sha256` (the unedited weights' hash) the result is kept for the process under a key of
+    With `weights_sha256` (the unedited weights' hash) the result is shared in the process under a key of
     everything it depends on (weights, layer, request, scoring config, split), so the jobs of a multirun
     that differ only in the strategy compute it once; a changed weight or request is a new key.
     """
     if not cfg.eval.get("ceiling", True):
         return {}
-    key = json.dumps([weights_sha256, problem.site.layer_name, cfg.generator.get("value_at"),
-                      dataclasses.asdict(problem.request),
-                      {k: v for k, v in resolved(cfg.eval).items() if k != "fid"},  # the ceiling scores no FID
-                      cfg.split.heldout_offset], sort_keys=True, default=str) if weights_sha256 else None
-    if key is not None and key in _CEILINGS:
-        _CEILINGS.move_to_end(key)
-        return dict(_CEILINGS[key])
 
     def run_scorers(request: EditRequest) -> list[Scorer]:
         evaluator = Evaluator(dataclasses.replace(problem, request=request), None, cfg.eval.tol, cfg.eval.margin)
         return [evaluator, *build_scorers(cfg, adapter, request, fid=False)]
 
-    out = paste_ceiling(problem, run_scorers)
-    if key is not None:
-        _CEILINGS[key] = dict(out)
-        while len(_CEILINGS) > CEILING_MEMO:
-            _CEILINGS.popitem(last=False)
-    return out
+    if weights_sha256 is None:
+        return paste_ceiling(problem, run_scorers)
+    key = key_of(weights_sha256, problem.site.layer_name, cfg.generator.get("value_at"),
+                 dataclasses.asdict(problem.request),
+                 {k: v for k, v in resolved(cfg.eval).items() if k != "fid"},  # the ceiling scores no FID
+                 cfg.split.heldout_offset)
+    return dict(CEILINGS.get(key, lambda: paste_ceiling(problem, run_scorers)))
 
 
 def resolved(node: DictConfig) -> dict[str, Any]:
@@ -146,6 +150,7 @@ def resolved(node: DictConfig) -> dict[str, Any]:
 def build_edit(cfg: DictConfig) -> tuple[GeneratorAdapter, EditRequest, KeyStats, EditProblem]:
     """The model, the request, the key statistics and the edit problem a config describes (the run and
     `rewrite.bench.rescore` build them the same way). The config's numbers are checked first, before any work.
+    The problem is shared with earlier jobs of the process that had the same statistics, layer and request.
     A shard run (`stats.shard=I`) saves its statistics shard and raises `rewrite.core.shards.ShardRunStop`."""
     check_run_config(cfg)
     adapter: GeneratorAdapter = instantiate(cfg.generator.model)
@@ -162,6 +167,9 @@ def build_edit(cfg: DictConfig) -> tuple[GeneratorAdapter, EditRequest, KeyStats
                                           st.shard, progress=cfg.progress))
     stats = key_statistics(site, cache, st.num_samples, st.batch_size, st.seed, st.dtype, progress=cfg.progress,
                            shards=st.get("shards"))
-    return adapter, request, stats, build_problem(site, request, stats.moment)
+    problem = PROBLEMS.get(problem_key(stats, cfg.generator.get("value_at"), request),
+                           lambda: build_problem(site, request, stats.moment))
+    # a shared problem was built on an earlier job's adapter, whose weights that job edited: this job's site
+    return adapter, request, stats, problem if problem.site is site else dataclasses.replace(problem, site=site)
 
 

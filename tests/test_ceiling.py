@@ -92,7 +92,7 @@ def test_a_multirun_computes_a_ceiling_once_per_weights_and_request(monkeypatch:
     calls = []
     real = pipeline.paste_ceiling
     monkeypatch.setattr(pipeline, "paste_ceiling", lambda *a: calls.append(1) or real(*a))
-    monkeypatch.setattr(pipeline, "_CEILINGS", type(pipeline._CEILINGS)())
+    pipeline.CEILINGS.clear()
     first = pipeline.ceiling_metrics(cfg, p.site.adapter, p, "sha-a")
     assert pipeline.ceiling_metrics(cfg, p.site.adapter, p, "sha-a") == first and len(calls) == 1
     pipeline.ceiling_metrics(cfg, p.site.adapter, p, "sha-b")  # other weights: computed again

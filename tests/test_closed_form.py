@@ -152,6 +152,21 @@ def test_zca_direction_is_c_inverse_k() -> None:
     assert abs(float(directions(ks, c, 1, "identity")[:, 0] @ u)) > 1 - 1e-10
 
 
+@pytest.mark.parametrize("n", [3, 40])  # fewer keys than channels (n×n path) and many more (in×in path)
+def test_zca_directions_match_an_explicit_whitening(n: int) -> None:
+    """zca spans C^{-1/2}·(top-r left singular vectors of C^{-1/2}K), with C^{-1/2} formed explicitly here from
+    C's eigendecomposition: both code paths must give that span (and the same D, signs fixed)."""
+    c = random_spd(9, 6)
+    k = torch.randn(n, 9, dtype=torch.float64) @ torch.randn(9, 9, dtype=torch.float64)
+    evals, evecs = torch.linalg.eigh(c)
+    c_inv_half = evecs @ torch.diag(evals.rsqrt()) @ evecs.T
+    u = torch.linalg.svd(c_inv_half @ k.T, full_matrices=False)[0][:, :2]
+    ref = torch.linalg.qr(c_inv_half @ u)[0]
+    d = directions(k, c, rank=2, method="zca", ridge=0.0)
+    assert torch.allclose(ref @ (ref.T @ d), d, atol=1e-9)  # d lies in the reference span
+    assert torch.allclose(d.T @ d, torch.eye(2, dtype=torch.float64), atol=1e-10)
+
+
 def test_rank_larger_than_keys_is_a_clear_error() -> None:
     c = random_spd(5, 5)
     with pytest.raises(ValueError, match="larger than the number of keys"):

@@ -103,6 +103,21 @@ def test_unchanged_weights_score_zero_and_the_unedited_features_are_computed_onc
     assert abs(changed.metrics()["fid"]) < 1e-6
 
 
+def test_the_unedited_features_are_kept_on_disk_for_other_processes(counting: Counting, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    adapter = load_tiny()
+    first = FidScorer(adapter, 4, cache_dir=str(tmp_path))
+    (saved,) = tmp_path.glob("fid-unedited-*.npy")
+    assert counting.images == 4
+    monkeypatch.setattr(fid, "_UNEDITED", {})  # as in a new process: only the file is left
+    again = FidScorer(adapter, 4, cache_dir=str(tmp_path))
+    assert counting.images == 4 and np.array_equal(again.unedited, first.unedited)
+    monkeypatch.setattr(fid, "_UNEDITED", {})
+    adapter.load_weights({"main.4.weight": adapter.model.state_dict()["main.4.weight"] * 3})
+    FidScorer(adapter, 4, cache_dir=str(tmp_path))  # other weights: another file, computed
+    assert counting.images == 8 and len(list(tmp_path.glob("fid-unedited-*.npy"))) == 2 and saved.is_file()
+
+
 def test_build_scorers_adds_fid_only_when_asked_and_not_for_the_ceiling(counting: Counting) -> None:
     adapter = load_tiny()
     cfg = tiny_cfg()

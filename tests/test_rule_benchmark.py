@@ -121,3 +121,27 @@ def test_launcher_goes_to_the_multiruns_only(tmp_path: Path, monkeypatch: pytest
         rule_benchmark.main(["toy_add_tree", "--out", str(tmp_path / "b"), "--strategies", "rank_one",
                              "--launcher", "cores"])
     assert "-m" in commands[0] and "hydra/launcher=cores" in commands[0]
+
+
+def test_sweeper_optuna_makes_the_validation_multirun_a_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--sweeper optuna --trials 3` runs a seeded study over the grid's space in val_optuna/ (recorded, not run)."""
+    commands: list[list[str]] = []
+
+    class Stop(Exception):
+        pass
+
+    def record(cmd: list[str], log: Path) -> None:
+        commands.append(cmd)
+        raise Stop
+
+    monkeypatch.setattr(rule_benchmark, "run", record)
+    with pytest.raises(Stop):
+        rule_benchmark.main(["toy_add_tree", "--out", str(tmp_path / "b"), "--strategies", "rank_one",
+                             "--sweeper", "optuna", "--trials", "3"])
+    cmd = commands[0]
+    assert "hydra/sweeper=optuna_tpe" in cmd and "hydra.sweeper.n_trials=3" in cmd
+    assert f"hydra.sweep.dir={tmp_path / 'b' / 'val_optuna' / 'rank_one'}" in cmd
+    for bad in (["--trials", "3"], ["--sweeper", "optuna", "--trials", "0"],
+                ["--sweeper", "optuna", "--choose-examples", "3"]):
+        with pytest.raises(SystemExit, match="--trials|--sweeper optuna"):
+            rule_benchmark.main(["toy_add_tree", "--out", str(tmp_path / "c"), *bad])

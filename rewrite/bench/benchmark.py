@@ -39,6 +39,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from rewrite.bench.optuna_search import RESULTS as OPTUNA_RESULTS
+from rewrite.bench.optuna_search import grid_size, optuna_overrides
 from rewrite.bench.sweep_table import load_sweep
 from rewrite.core.files import atomic_write, check_writable_dir
 from rewrite.pipeline import CONF_DIR
@@ -164,6 +166,13 @@ def write_tuned(generator_yaml: Path, block: str) -> None:
     atomic_write(generator_yaml, lambda tmp: tmp.write_text(text[: text.index(TUNED_MARK)] + block))
 
 
+def study_overrides(experiment_yaml: Path, trials: int | None, side_by_side: bool) -> list[str]:
+    """The overrides that make a validation multirun an Optuna study over the grid's own space: `trials` jobs
+    (default: the grid's count); with a launcher, as many trials at once as there are cores."""
+    search = optuna_overrides(experiment_yaml, trials or grid_size(experiment_yaml), seed=0)
+    return [*search, f"hydra.sweeper.n_jobs={os.cpu_count() or 1}"] if side_by_side else search
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("edit", help="edit config name, e.g. toy_dome_to_spire or face_eyeglasses")
@@ -177,6 +186,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--launcher", default=None,
                     help="Hydra launcher of the multiruns, e.g. cores (jobs side by side, threads = cores // jobs) or "
                          "slurm (rewrite/conf/hydra/launcher/); default: one job after another")
+    ap.add_argument("--sweeper", choices=("grid", "optuna"), default="grid",
+                    help="validation search: every setting of the space (grid), or a seeded Optuna TPE study over the "
+                         "same space (docs/optuna.md), in <out>/val_optuna/")
+    ap.add_argument("--trials", type=int, default=None,
+                    help="--sweeper optuna: jobs per strategy (default: as many as the grid has)")
     ap.add_argument("--tune", action="store_true",
                     help="write the choices into the generator config's tuned section (its strategy defaults)")
     ap.add_argument("--choose-examples", type=int, default=1,
@@ -194,6 +208,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--choose-examples must be ≥ 1, got {args.choose_examples}")
     if args.fid_samples < 0 or args.fid_samples == 1:
         raise SystemExit(f"--fid-samples must be 0 (none) or ≥ 2, got {args.fid_samples}")
+    if args.sweeper == "optuna" and args.choose_examples > 1:
+        raise SystemExit("--sweeper optuna: --choose-examples needs every setting on every example; a study picks "
+                         "one setting per trial")
+    if args.trials is not None and (args.sweeper != "optuna" or args.trials < 1):
+        raise SystemExit(f"--trials must be ≥ 1 and needs --sweeper optuna, got --trials {args.trials} with "
+                         f"--sweeper {args.sweeper}")
     fid = [f"eval.fid.samples={args.fid_samples}"] if args.fid_samples else []  # the test runs only
     varies = max(args.examples, args.choose_examples) > 1
     if varies and "example" not in OmegaConf.load(Path(CONF_DIR) / "edit" / f"{args.edit}.yaml"):
@@ -205,19 +225,23 @@ def main(argv: list[str] | None = None) -> None:
     launcher = [f"hydra/launcher={args.launcher}"] if args.launcher else []  # the multiruns only
     chosen: dict[str, dict[str, object]] = {}
     for name in names:
-        folder, experiment = out / "val" / name, f"search_{fam}_{name}"
+        experiment = f"search_{fam}_{name}"
+        folder = out / ("val_optuna" if args.sweeper == "optuna" else "val") / name
         if not (EXPERIMENTS / f"{experiment}.yaml").is_file():
             raise SystemExit(f"no search space for {name} on {fam} rules: conf/experiment/{experiment}.yaml")
-        if not complete(folder):
-            print(f"[validation] {name}: +experiment={experiment}", flush=True)
+        search = study_overrides(EXPERIMENTS / f"{experiment}.yaml", args.trials, bool(args.launcher)) \
+            if args.sweeper == "optuna" else []
+        # a study stopped partway has complete job folders too: only its results file says it finished
+        if not complete(folder) or (args.sweeper == "optuna" and not (folder / OPTUNA_RESULTS).is_file()):
+            print(f"[validation] {name}: +experiment={experiment}{' (optuna)' if search else ''}", flush=True)
             pairs = [f"{EXAMPLE}={','.join(map(str, range(args.choose_examples)))}"] if args.choose_examples > 1 else []
             run([*base[:3], "-m", *base[3:], f"+experiment={experiment}", "split=validation", *pairs,
-                 *VALIDATION_ONLY, *launcher, f"hydra.sweep.dir={folder}"], log)
+                 *VALIDATION_ONLY, *launcher, *search, f"hydra.sweep.dir={folder}"], log)
         overrides, best = choose(folder)
         chosen[name] = {"overrides": overrides, "validation_edit_score": best["edit_score"],
                         "validation_examples": best["examples"]}
-        print(f"[chosen] {name}: {overrides} (validation edit_score {best['edit_score']:.3f} over "
-              f"{best['examples']} example(s))", flush=True)
+        print(f"[chosen] {name}: {overrides} (validation edit_score {best['edit_score']:.3f}, mean of "
+              f"{best['examples']} job(s))", flush=True)
     atomic_write(out / "chosen.json", lambda tmp: tmp.write_text(json.dumps(chosen, indent=2)))
     if args.tune:
         generator = OmegaConf.load(EXPERIMENTS / f"search_{fam}_{names[0]}.yaml").defaults[0]["override /generator"]

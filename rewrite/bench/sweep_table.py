@@ -93,11 +93,14 @@ def metric_keys(sweep: Sweep) -> list[str]:
     return list(dict.fromkeys(k for r in sweep.rows for k, v in r.items() if _is_number(v)))
 
 
+NOT_SETTINGS = {"shared_work_reused"}  # text a job reports about how it ran, not what it ran with
+
+
 def varying_overrides(sweep: Sweep, metrics: set[str]) -> list[str]:
     """Override keys whose value differs between jobs, in first-seen order."""
     keys: list[str] = []
     for row in sweep.rows:
-        keys += [k for k in row if k not in metrics and k not in keys]
+        keys += [k for k in row if k not in metrics and k not in keys and k not in NOT_SETTINGS]
     return [k for k in keys if len({str(r.get(k)) for r in sweep.rows}) > 1]
 
 

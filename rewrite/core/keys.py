@@ -32,6 +32,29 @@ def _top_left_singular(m: Tensor, rank: int) -> Tensor:
     return u[:, :rank]
 
 
+def _check_span(evals: Tensor, rank: int) -> None:
+    """Eigenvalues in ascending order: the top `rank` must be clearly nonzero."""
+    if (evals.flip(0)[:rank] <= evals[-1] * 1e-12).any():
+        raise ValueError(f"the keys span fewer than rank={rank} independent directions")
+
+
+def _zca_few_keys(k: Tensor, c_inv_k: Tensor, rank: int) -> Tensor:
+    """zca through the n×n Gram matrix Kᵀ C⁻¹ K (cheap when there are fewer keys than channels): its top
+    eigenvectors V are the top right singular vectors of C^{-1/2}K, and C^{-1/2}·(C^{-1/2}K V) = C⁻¹K V."""
+    evals, evecs = torch.linalg.eigh(k.T @ c_inv_k)
+    _check_span(evals, rank)
+    return c_inv_k @ evecs.flip(1)[:, :rank]
+
+
+def _zca_many_keys(k: Tensor, chol: Tensor, rank: int) -> Tensor:
+    """zca through the in×in matrix M Mᵀ, M = L⁻¹K with C = L Lᵀ (cheap when keys outnumber channels, as with
+    many context regions): M = U S Vᵀ gives C⁻¹K V = L⁻ᵀ M V = L⁻ᵀ U S, so the span is that of L⁻ᵀ U."""
+    m = torch.linalg.solve_triangular(chol, k, upper=False)
+    evals, evecs = torch.linalg.eigh(m @ m.T)
+    _check_span(evals, rank)
+    return torch.linalg.solve_triangular(chol.T, evecs.flip(1)[:, :rank], upper=True)
+
+
 def directions(keys: Tensor, c: Tensor, rank: int = 1, method: str = "zca", ridge: float = 1e-6) -> Tensor:
     """D (in, rank) with orthonormal columns spanning the top-`rank` part of C⁻¹ K_S.
 
@@ -72,13 +95,8 @@ def directions(keys: Tensor, c: Tensor, rank: int = 1, method: str = "zca", ridg
             c_inv_k = torch.cholesky_solve(k, chol)  # D_S = C⁻¹ K_S
             if method == "svd":
                 d = _top_left_singular(c_inv_k, rank)
-            else:  # zca without forming C^{-1/2}: the top right singular vectors V of C^{-1/2}K are the
-                # top eigenvectors of the small Gram matrix Kᵀ C⁻¹ K, and C^{-1/2}·(C^{-1/2}K V) = C⁻¹K V.
-                evals, evecs = torch.linalg.eigh(k.T @ c_inv_k)
-                top = evals.flip(0)[:rank]
-                if (top <= evals[-1] * 1e-12).any():
-                    raise ValueError(f"the keys span fewer than rank={rank} independent directions")
-                d = c_inv_k @ evecs.flip(1)[:, :rank]
+            else:
+                d = (_zca_few_keys(k, c_inv_k, rank) if n <= k.shape[0] else _zca_many_keys(k, chol, rank))
     q, _ = torch.linalg.qr(d)
     # A fixed sign (largest |entry| positive) so the same inputs give the same D everywhere.
     idx = q.abs().argmax(0)

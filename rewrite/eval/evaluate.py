@@ -10,6 +10,8 @@ layer, never through pooled means. A snapshot of the unedited model is taken at 
 
 from __future__ import annotations
 
+import copy
+
 import logging
 
 import torch
@@ -95,6 +97,15 @@ class Evaluator:
                 if len(self.goals) < len(req.heldout):
                     log.info("paste-goal scores use %d of %d held-out regions (the others differ in size from the "
                              "copied region)", len(self.goals), len(req.heldout))
+
+    def for_problem(self, problem: EditProblem) -> Evaluator:
+        """This evaluator (its snapshot of the unedited model) scoring `problem`: the same problem built on
+        another adapter with the same weights, as a later job of a multirun has (`rewrite.core.shared`)."""
+        if problem.request != self.problem.request:
+            raise ValueError("an evaluator scores only the request it snapshot the unedited model for")
+        bound = copy.copy(self)
+        bound.problem = problem
+        return bound
 
     def _damage(self, before: Tensor, after: Tensor, outside: Tensor, prefix: str) -> dict[str, float]:
         """L1 and perceptual distance restricted to `outside` (N, S, S) weights."""

