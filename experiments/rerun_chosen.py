@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rewrite.runner.runfolder import IncompleteRun, read_run
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,13 +35,15 @@ def main() -> None:
              "ceiling efficacy / generality |", "|---|---|---|---|---|---|"]
     for name, choice in chosen.items():
         folder = runs / name
-        if not (folder / "metrics.json").is_file():
+        try:
+            read_run(folder)
+        except IncompleteRun:  # missing, killed or stale: run it (again)
             cmd = [sys.executable, "-m", "rewrite", f"edit={edit}", f"+experiment=search_toy_{name}",
                    *(f"{k}={v}" for k, v in choice["overrides"].items()), "split=test", "logger=none",
                    "progress=false", "torch_threads=1", f"generator.model.checkpoint={Path(args.checkpoint).resolve()}",
                    f"hydra.run.dir={folder}"]
             subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
-        m = json.loads((folder / "metrics.json").read_text())
+        m = read_run(folder)[1]
         lines.append(f"| `{name}` | {m['specificity']:.2f} ({m['specificity_worst_class_name']} "
                      f"{m['specificity_worst_class']:.2f}) | {m['specificity_pixels']:.3f} | {m['generality']:.2f} | "
                      f"{m['edit_score']:.2f} | {m['ceiling_efficacy']:.2f} / {m['ceiling_generality']:.2f} |")

@@ -10,16 +10,23 @@ rank_one chose. Read from `<results>/toy_<rule>/test/<n>_<strategy>/metrics.json
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
+
+from rewrite.runner.runfolder import IncompleteRun, read_run
 
 RULES = ("dome_to_spire", "remove_watermark", "add_tree", "no_reflections")
 STRATEGIES = ("rank_one", "low_rank", "closed_form", "projected_adam", "layer_finetune", "full_finetune")
 
 
 def _metrics(folder: Path) -> dict | None:
-    path = folder / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The metrics of a complete, fresh run folder; None (and a note on stderr) for any other."""
+    try:
+        return read_run(folder)[1]
+    except IncompleteRun as e:
+        if folder.exists():
+            print(f"{folder}: left out ({e})", file=sys.stderr)
+        return None
 
 
 def cell(root: Path, rule: str, i: int, name: str) -> tuple[str, dict | None]:

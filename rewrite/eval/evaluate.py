@@ -11,7 +11,6 @@ layer, never through pooled means. A snapshot of the unedited model is taken at 
 from __future__ import annotations
 
 import copy
-
 import logging
 
 import torch

@@ -236,10 +236,18 @@ class ToyGeneratorModule(pl.LightningModule):
             with pasted_at(layer, pastes):
                 y = self.g(z)
         else:
+            pastes, scale = [], 1
             y = self.g(z)
         err = (y - x).abs()
         l1 = err.mean()
         loss = (err * self.pixel_weight[labels.long()][:, None]).mean() if self.weighted else l1
+        if pastes and float(self.paste.get("weight", 1.0)) != 1.0:  # the pasted boxes are a small share of the
+            # pixels: `paste.weight` - 1 more of the (class-weighted) L1 inside them
+            box = torch.zeros_like(err[:, :1])
+            for p in (q.scaled(scale) for q in pastes):
+                box[p.dst, :, p.by:p.by + p.h, p.bx:p.bx + p.w] = 1
+            w = self.pixel_weight[labels.long()][:, None] if self.weighted else 1.0
+            loss = loss + (float(self.paste["weight"]) - 1) * (err * w * box).mean()
         if self.cfg.loss.get("edges"):
             loss = loss + self.cfg.loss.edges * edge_l1(y, x)
         if self.perceptual is not None:
