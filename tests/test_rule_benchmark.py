@@ -145,3 +145,31 @@ def test_sweeper_optuna_makes_the_validation_multirun_a_study(tmp_path: Path, mo
                 ["--sweeper", "optuna", "--choose-examples", "3"]):
         with pytest.raises(SystemExit, match="--trials|--sweeper optuna"):
             rule_benchmark.main(["toy_add_tree", "--out", str(tmp_path / "c"), *bad])
+
+
+def test_test_settings_compose_to_the_chosen_setting(tmp_path: Path) -> None:
+    """The settings file of a choice, composed as the test multirun composes it, gives the chosen values and the
+    strategy's own config; a run folder whose saved config holds other values is not reused."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from rewrite.pipeline import CONF_DIR
+
+    chosen = {"rank_one": {"overrides": {"generator.layer": "convs.5", "strategy.key_method": "zca",
+                                         "strategy.memory_weight": "5"}},
+              "projected_adam": {"overrides": {"generator.layer": "convs.5", "strategy.lr": "0.005"}}}
+    settings = rule_benchmark.write_test_settings(tmp_path, "toy", ["rank_one", "projected_adam"], chosen)
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["edit=toy_add_tree", "+bench_test=1_projected_adam",
+                                           f"hydra.searchpath=[file://{settings}]"])
+        one = compose("config", overrides=["edit=toy_add_tree", "+bench_test=0_rank_one",
+                                           f"hydra.searchpath=[file://{settings}]"])
+    assert cfg.generator.layer == "convs.5" and cfg.strategy.lr == 0.005 and "projected" in cfg.strategy._target_
+    assert one.strategy.memory_weight == 5 and one.strategy.key_method == "zca" and one.generator.model is not None
+    assert "sweeper" not in (settings / "bench_test" / "0_rank_one.yaml").read_text()  # the search's sweep is left out
+    run = tmp_path / "run"
+    run.mkdir()
+    OmegaConf.save(one, run / "config.yaml")
+    assert rule_benchmark.ran_choice(run, chosen["rank_one"]["overrides"])
+    assert not rule_benchmark.ran_choice(run, {**chosen["rank_one"]["overrides"], "strategy.memory_weight": "1"})
+    assert not rule_benchmark.ran_choice(tmp_path / "never_ran", chosen["rank_one"]["overrides"])

@@ -70,3 +70,26 @@ def test_the_wheel_runs_from_outside_the_checkout(tmp_path: Path) -> None:
                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
     assert show.returncode == 0, show.stderr[-3000:]
     assert json.loads(show.stdout)["layer"] == "convs.4.conv.weight"  # the tuned toy layer
+
+
+def test_benchmark_end_to_end_on_two_strategies(tmp_path: Path) -> None:
+    """Validation grids, the choice, the test runs as one multirun, the table; a second call reuses everything."""
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "rewrite.bench.benchmark", "toy_add_tree", "--out", str(out),
+           "--strategies", "closed_form,rank_one", "--fid-samples", "4"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    chosen = json.loads((out / "chosen.json").read_text())
+    for i, name in enumerate(["closed_form", "rank_one"]):
+        m = json.loads((out / "test" / f"{i}_{name}" / "metrics.json").read_text())
+        assert m["strategy"] == name and m["split"] == "test" and m["fid_samples"] == 4
+        assert f"+bench_test={i}_{name}" in m["hydra_overrides"]
+        config = (out / "test" / f"{i}_{name}" / "config.yaml").read_text()
+        assert f"layer: {chosen[name]['overrides']['generator.layer']}" in config
+    assert "shared_work_reused" in m and m["shared_work_reused"] != "none"  # the second test job reused work
+    assert (out / "table.md").read_text().count("\n| `") == 2
+    lines = len((out / "commands.txt").read_text().splitlines())
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len((out / "commands.txt").read_text().splitlines()) == lines  # nothing ran again

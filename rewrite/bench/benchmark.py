@@ -12,7 +12,9 @@
    `--choose-examples N` (toy rules) every setting runs with the copy/paste pairs 0 … N−1 and is scored by
    its mean over them, since one pair can move a setting's edit_score a lot.
 3. Each chosen setting runs again on the test seeds (`split=test`, held-out seeds never used to choose):
-   `<out>/test/<n>_<strategy>/`.
+   `<out>/test/<n>_<strategy>/`, all in one multirun (the settings are written as a config group,
+   `<out>/test_settings/bench_test/<n>_<strategy>.yaml`), so the jobs share the unedited model's snapshots and,
+   with `--launcher`, the cores.
 4. With `--examples N` (toy rules, whose requests have an `example` knob), each chosen setting runs
    again on the test seeds with the copy/paste pairs 1 … N−1 (`<out>/examples/<n>_<strategy>/<k>/`): how
    much a result depends on the one example it was given.
@@ -96,6 +98,42 @@ def ran_with(folder: Path, overrides: list[str]) -> bool:
             logger.warning("%s: not reused (%s); running it again", folder, e)
         return False
     return set(overrides) <= set(ran or [])
+
+
+TEST_GROUP = "bench_test"  # config group of the chosen settings, one option per strategy: <out>/test_settings/
+
+
+def write_test_settings(out: Path, fam: str, names: list[str], chosen: dict[str, dict[str, object]]) -> Path:
+    """`<out>/test_settings/bench_test/<n>_<strategy>.yaml`: each strategy's search experiment without its sweep,
+    with the chosen setting filled in, so that all test runs are one multirun (`+bench_test=0_rank_one,…`)."""
+    folder = out / "test_settings" / TEST_GROUP
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        experiment = OmegaConf.load(EXPERIMENTS / f"search_{fam}_{name}.yaml")
+        experiment.pop("hydra", None)  # its sweep over the search space
+        ov = [f"{k}={v}" for k, v in chosen[name]["overrides"].items()]  # type: ignore[union-attr]
+        settings = OmegaConf.merge(experiment, OmegaConf.from_dotlist(ov))
+        text = (f"# @package _global_\n# {name}'s setting chosen on the validation seeds by "
+                f"python -m rewrite.bench.benchmark: {' '.join(ov)}\n" + OmegaConf.to_yaml(settings))
+        atomic_write(folder / f"{i}_{name}.yaml", lambda tmp, text=text: tmp.write_text(text))
+    return folder.parent
+
+
+def ran_choice(folder: Path, choice: dict[str, str]) -> bool:
+    """Whether the run folder's saved config holds the chosen values (a test run made for another choice runs
+    again; its overrides name only the settings file)."""
+    try:
+        cfg = OmegaConf.load(folder / "config.yaml")
+    except (OSError, ValueError):
+        return False
+
+    def same(a: object, b: str) -> bool:
+        try:
+            return float(a) == float(b)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return str(a) == b
+
+    return all(same(OmegaConf.select(cfg, k), str(v)) for k, v in choice.items())
 
 
 EXAMPLE = "edit.example"  # the copy/paste pair a toy request uses; choices average over it
@@ -246,12 +284,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.tune:
         generator = OmegaConf.load(EXPERIMENTS / f"search_{fam}_{names[0]}.yaml").defaults[0]["override /generator"]
         write_tuned(Path(CONF_DIR) / "generator" / f"{generator}.yaml", tuned_block(args.edit, out, chosen))
-    for i, name in enumerate(names):
-        folder = out / "test" / f"{i}_{name}"
-        ov = [f"{k}={v}" for k, v in chosen[name]["overrides"].items()]  # type: ignore[union-attr]
-        if not ran_with(folder, [*ov, *fid]):  # a run without the asked FID runs again
-            shutil.rmtree(folder, ignore_errors=True)
-            run([*base, f"+experiment=search_{fam}_{name}", *ov, *fid, "split=test", f"hydra.run.dir={folder}"], log)
+    settings = write_test_settings(out, fam, names, chosen)
+    missing = [f"{i}_{name}" for i, name in enumerate(names)  # a run without the asked FID runs again
+               if not ran_with(out / "test" / f"{i}_{name}", [f"+{TEST_GROUP}={i}_{name}", *fid])
+               or not ran_choice(out / "test" / f"{i}_{name}", chosen[name]["overrides"])]  # type: ignore[arg-type]
+    if missing:  # one multirun: the jobs share the unedited model's snapshots (and the cores, with a launcher)
+        for option in missing:
+            shutil.rmtree(out / "test" / option, ignore_errors=True)
+        print(f"[test] {', '.join(missing)}", flush=True)
+        run([*base[:3], "-m", *base[3:], f"+{TEST_GROUP}={','.join(missing)}", *fid, "split=test", *launcher,
+             f"hydra.searchpath=[file://{settings.resolve()}]", f"hydra.sweep.dir={out / 'test'}",
+             f"hydra.sweep.subdir=${{hydra:runtime.choices.{TEST_GROUP}}}"], log)
     for i, name in enumerate(names):  # one multirun per strategy over the examples still missing
         ov = [f"{k}={v}" for k, v in chosen[name]["overrides"].items()]  # type: ignore[union-attr]
         folder = out / "examples" / f"{i}_{name}"

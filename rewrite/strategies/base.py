@@ -7,6 +7,7 @@ Lightning module (one training step per `step()`), so both paths execute the sam
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -107,11 +108,15 @@ class Strategy(ABC):
     @abstractmethod
     def result(self) -> EditResult: ...
 
-    def run(self, problem: EditProblem, progress: bool = False) -> EditResult:
-        """Setup, every step, result: the library path (the Lightning module calls the same pieces)."""
+    def run(self, problem: EditProblem, progress: bool = False,
+            on_step: Callable[[int], None] | None = None) -> EditResult:
+        """Setup, every step, result: the library path (the Lightning module calls the same pieces).
+        `on_step(i)` is called after step i (e.g. the studio's progress bar)."""
         self.setup(problem)
         for i in tqdm(range(self.num_steps), desc=self.name, disable=not progress):
             self.check_loss(i, self.step(i))
+            if on_step is not None:
+                on_step(i)
         return self.checked_result()
 
     def check_loss(self, index: int, loss: Tensor) -> None:

@@ -205,11 +205,8 @@ class Runs:
             keep = adapter.state_copy()  # strategies that train weights in place leave them as they were
             try:
                 start = time.perf_counter()
-                fit.setup(prep.problem)
-                for i in range(fit.num_steps):
-                    fit.check_loss(i, fit.step(i))
-                    say(0.1 + 0.6 * (i + 1) / fit.num_steps, f"{strategy}: step {i + 1} of {fit.num_steps}")
-                result = fit.checked_result()
+                result = fit.run(prep.problem, on_step=lambda i: say(0.1 + 0.6 * (i + 1) / fit.num_steps,
+                                                                     f"{strategy}: step {i + 1} of {fit.num_steps}"))
                 edit_seconds = time.perf_counter() - start
                 adapter.load_weights(keep)
                 say(0.75, "scoring")
