@@ -24,22 +24,20 @@ def _numbers(path: Path) -> dict:
 
 
 def test_a_multirun_reuses_the_shared_work_and_gets_the_numbers_of_separate_runs(tmp_path: Path) -> None:
-    common = [*TINY, "logger=none", f"stats.cache_dir={tmp_path}/cache"]
-    proc = rewrite_cli(["-m", *common, "strategy=closed_form,projected_adam,full_finetune",
+    common = [*TINY, "logger=none", f"stats.cache_dir={tmp_path}/cache", "strategy.steps=20"]  # both have `steps`: a short fine-tune
+    proc = rewrite_cli(["-m", *common, "strategy=rank_one,full_finetune",
                         f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     folders = sorted((tmp_path / "sweep").glob("*/metrics.json"), key=lambda p: int(p.parent.name.split("_")[0]))
     jobs = [json.loads(p.read_text()) for p in folders]
-    assert [m["strategy"] for m in jobs] == ["closed_form", "projected_adam", "full_finetune"]
+    assert [m["strategy"] for m in jobs] == ["rank_one", "full_finetune"]
     assert jobs[0]["shared_work_reused"] == "none"
-    for m in jobs[1:]:
-        assert {"problems", "evaluators", "ceilings"} <= set(m["shared_work_reused"].split(","))
-    for i, strategy in [(1, "projected_adam"), (2, "full_finetune")]:  # jobs that reused, each run on its own
-        proc = rewrite_cli([*common, f"strategy={strategy}", f"hydra.run.dir={tmp_path}/{strategy}"], tmp_path)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        alone = _numbers(tmp_path / strategy / "metrics.json")
-        assert json.loads((tmp_path / strategy / "metrics.json").read_text())["shared_work_reused"] == "none"
-        assert _numbers(folders[i]) == alone
+    assert {"problems", "evaluators", "ceilings"} <= set(jobs[1]["shared_work_reused"].split(","))
+    # the job that reused, run on its own (full_finetune trains every weight: the most a reused problem could leak)
+    proc = rewrite_cli([*common, "strategy=full_finetune", f"hydra.run.dir={tmp_path}/alone"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "alone" / "metrics.json").read_text())["shared_work_reused"] == "none"
+    assert _numbers(folders[1]) == _numbers(tmp_path / "alone" / "metrics.json")
 
 
 def _cfg(tmp_path: Path, *overrides: str):  # noqa: ANN202
