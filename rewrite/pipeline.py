@@ -89,7 +89,7 @@ def build_scorers(cfg: DictConfig, adapter: GeneratorAdapter, request: EditReque
         if sc is None:
             continue
         # the objects are passed to the factory itself: Hydra would first copy the request (a dataclass with
-        # hundreds of regions) into an OmegaConf node, which cost seconds per scorer
+        # hundreds of regions) into an OmegaConf node, slow for every job of a sweep
         factory = instantiate(sc, _partial_=True)
         scorer = factory(adapter=adapter, request=request, tol=cfg.eval.tol, margin=cfg.eval.margin,
                          heldout_offset=cfg.split.heldout_offset)

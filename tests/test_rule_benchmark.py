@@ -105,26 +105,8 @@ def test_examples_need_an_edit_with_an_example_setting(tmp_path: Path) -> None:
         rule_benchmark.main(["toy_add_tree", "--out", str(tmp_path), "--examples", "0"])
 
 
-def test_launcher_goes_to_the_multiruns_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--launcher cores` puts `hydra/launcher=cores` on every validation multirun (recorded, not run)."""
-    commands: list[list[str]] = []
-
-    class Stop(Exception):
-        pass
-
-    def record(cmd: list[str], log: Path) -> None:
-        commands.append(cmd)
-        raise Stop  # the first validation multirun is enough to see its command line
-
-    monkeypatch.setattr(rule_benchmark, "run", record)
-    with pytest.raises(Stop):
-        rule_benchmark.main(["toy_add_tree", "--out", str(tmp_path / "b"), "--strategies", "rank_one",
-                             "--launcher", "cores"])
-    assert "-m" in commands[0] and "hydra/launcher=cores" in commands[0]
-
-
-def test_sweeper_optuna_makes_the_validation_multirun_a_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`--sweeper optuna --trials 3` runs a seeded study over the grid's space in val_optuna/ (recorded, not run)."""
+def _first_command(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> list[str]:
+    """The command line of the benchmark's first run (the first validation multirun), recorded, not run."""
     commands: list[list[str]] = []
 
     class Stop(Exception):
@@ -136,9 +118,21 @@ def test_sweeper_optuna_makes_the_validation_multirun_a_study(tmp_path: Path, mo
 
     monkeypatch.setattr(rule_benchmark, "run", record)
     with pytest.raises(Stop):
-        rule_benchmark.main(["toy_add_tree", "--out", str(tmp_path / "b"), "--strategies", "rank_one",
-                             "--sweeper", "optuna", "--trials", "3"])
-    cmd = commands[0]
+        rule_benchmark.main(args)
+    return commands[0]
+
+
+def test_launcher_goes_to_the_multiruns_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--launcher cores` puts `hydra/launcher=cores` on every validation multirun."""
+    cmd = _first_command(monkeypatch, ["toy_add_tree", "--out", str(tmp_path / "b"), "--strategies", "rank_one",
+                                       "--launcher", "cores"])
+    assert "-m" in cmd and "hydra/launcher=cores" in cmd
+
+
+def test_sweeper_optuna_makes_the_validation_multirun_a_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--sweeper optuna --trials 3` runs a seeded study over the grid's space in val_optuna/."""
+    cmd = _first_command(monkeypatch, ["toy_add_tree", "--out", str(tmp_path / "b"), "--strategies", "rank_one",
+                                       "--sweeper", "optuna", "--trials", "3"])
     assert "hydra/sweeper=optuna_tpe" in cmd and "hydra.sweeper.n_trials=3" in cmd
     assert f"hydra.sweep.dir={tmp_path / 'b' / 'val_optuna' / 'rank_one'}" in cmd
     for bad in (["--trials", "3"], ["--sweeper", "optuna", "--trials", "0"],

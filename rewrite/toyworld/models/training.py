@@ -216,13 +216,20 @@ class ToyGeneratorModule(pl.LightningModule):
         for group in self.optimizers().optimizer.param_groups:
             group["lr"] = lr
 
-    def draw_paste(self, batch: int, generator: torch.Generator, count: int) -> tuple[nn.Module, list[Paste], int]:
-        """A random paste layer (of `paste.layers`) and `count` random pastes at it; also its pixels per cell."""
-        names = list(self.paste["layers"])
-        layer, scale = layer_scale(self.g, names[int(torch.randint(len(names), (), generator=generator))])
+    def pastes_at(self, g: ToySceneGenerator, name: str, batch: int, count: int,
+                  generator: torch.Generator) -> tuple[nn.Module, list[Paste], int]:
+        """Layer `name` of `g`, `count` random pastes at it (sides from `paste.min_pixels` / `max_pixels`, in its
+        cells) and its pixels per cell."""
+        layer, scale = layer_scale(g, name)
         res = TOY_SIZE // scale
         cells = [max(1, min(res, int(self.paste[k]) // scale)) for k in ("min_pixels", "max_pixels")]
         return layer, draw_pastes(batch, count, res, *cells, generator=generator), scale
+
+    def draw_paste(self, batch: int, generator: torch.Generator, count: int) -> tuple[nn.Module, list[Paste], int]:
+        """`pastes_at` a random layer of `paste.layers`."""
+        names = list(self.paste["layers"])
+        return self.pastes_at(self.g, names[int(torch.randint(len(names), (), generator=generator))], batch, count,
+                              generator)
 
     def training_step(self, z: Tensor, batch_idx: int) -> Tensor:
         x, labels = render(params_from_z(z))
@@ -331,11 +338,9 @@ class ToyGeneratorModule(pl.LightningModule):
             return {}
         figures = {}
         for name in self.paste["layers"]:
-            layer, scale = layer_scale(self.g_ema, name)
-            res = TOY_SIZE // scale
-            cells = [max(1, min(res, int(self.paste[k]) // scale)) for k in ("min_pixels", "max_pixels")]
             n = min(64, len(self.z_val))
-            pastes = draw_pastes(n, n, res, *cells, generator=torch.Generator().manual_seed(self.cfg.eval.seed))
+            layer, pastes, scale = self.pastes_at(self.g_ema, name, n, n,
+                                                  torch.Generator().manual_seed(self.cfg.eval.seed))
             target, _ = paste_targets(self.x_val[:n], self.labels_val[:n], pastes, scale)
             with pasted_at(layer, pastes):
                 fake = (self.g_ema(self.z_val[:n]).clamp(-1, 1) + 1) / 2
