@@ -67,6 +67,19 @@ def test_the_world_v2_generator_still_loads() -> None:
     assert float(((x.clamp(-1, 1) + 1) / 2 - truth).abs().mean()) < 0.1  # it draws the scene
 
 
+def test_the_v3_generator_still_loads() -> None:
+    """The generator of the first four-rule benchmark (v3) is kept with its results and its card, and loads by
+    path with the architecture the committed one has."""
+    path = Path(__file__).parents[1] / "experiments/results/toy_world_v3/toy_stylegan2_v3.pt"
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == card["sha256"]
+    v3 = load_toy_stylegan2(str(path))
+    z = v3.sample_z([3])
+    truth = render(params_from_z(z))[0]
+    assert float(((v3.generate(z).clamp(-1, 1) + 1) / 2 - truth).abs().mean()) < 0.1  # it draws the scene
+    assert v3.fingerprint() != load_toy_stylegan2(None).fingerprint()  # not the committed generator
+
+
 def test_constant_styles_ignore_the_scene_code() -> None:
     """v3: from `scene_styles` on every layer takes the one learned style, whatever w says."""
     g = build_toy_generator({"w_dim": 8, "mapping_hidden": 0, "channels": {4: 8, 8: 8, 16: 8, 32: 8, 64: 8},

@@ -111,6 +111,14 @@ def _crop(image: Tensor, b: Box) -> Tensor:
     return image[:, y0:y1, x0:x1]
 
 
+def snap(b: Box, align: int, halo: int = 0) -> Box:
+    """`b` grown by `halo` px, then outward to multiples of `align` px (clipped to the canvas): whole feature
+    cells of a layer `align` times coarser than the image, so a paste there copies no cell in part."""
+    x0, y0, x1, y1 = max(b[0] - halo, 0), max(b[1] - halo, 0), b[2] + halo, b[3] + halo
+    return (x0 // align * align, y0 // align * align, min(-(-x1 // align) * align, CANVAS),
+            min(-(-y1 // align) * align, CANVAS))
+
+
 def _source_for(rule: str, target: Box, goal: Tensor, sources: list[tuple[int, Box]], seeds: list[int],
                 images: Tensor, labels: Tensor, exclude: int) -> tuple[float, int, Box] | None:
     """(distance, seed, copy box) of the fitting source (not scene `exclude`) nearest `goal` in `target`."""
@@ -168,7 +176,8 @@ def _copy_paste_pair(rule: str, seeds: list[int], p: SceneParams, images: Tensor
 
 @functools.lru_cache(maxsize=32)  # a multirun asks for the same request in every job: render its scenes once
 def toy_request(rule: str, search: int = 400, context: int = 96, heldout: int = 32,
-                heldout_start: int = 1_000_000, heldout_offset: int = 0, example: int = 0) -> EditRequest:
+                heldout_start: int = 1_000_000, heldout_offset: int = 0, example: int = 0,
+                align: int = 2, halo: int = 0) -> EditRequest:
     """The edit request for `rule` (see the module docstring); deterministic for its arguments.
 
     `example` picks the copy/paste pair: 0 the best fitting, k the (k+1)-th (an ablation of the example).
@@ -178,14 +187,14 @@ def toy_request(rule: str, search: int = 400, context: int = 96, heldout: int = 
     heldout_start += heldout_offset
     seeds, p = _scenes(0, search)
     images, labels = render(p)
-    cands = list(_candidates(rule, seeds, p, labels))
+    cands = [(role, s, snap(b, align, halo)) for role, s, b in _candidates(rule, seeds, p, labels)]
     if example < 0:
         raise ValueError(f"example must be ≥ 0, got {example}")
     c_seed, c_box, t_seed, p_box = _copy_paste_pair(rule, seeds, p, images, labels, cands, example)
     targets = [(s, b) for role, s, b in cands if role == "target"]
     ctx = [Region(s, box=b) for s, b in targets if s not in (t_seed, c_seed)][:context]
     h_seeds, hp = _scenes(heldout_start, max(50, heldout * 10))
-    held_cands = _candidates(rule, h_seeds, hp, _labels(rule, hp))
+    held_cands = ((role, s, snap(b, align, halo)) for role, s, b in _candidates(rule, h_seeds, hp, _labels(rule, hp)))
     held: list[Region] = []  # every target region of the first `heldout` scenes that have one
     for role, s, b in held_cands:
         if role == "target" and (len({r.seed for r in held}) < heldout or s == held[-1].seed):
