@@ -24,7 +24,7 @@ from rewrite.strategies.base import EditResult
 from rewrite.strategies.rank_one import RankOne
 from rewrite.toyworld import ideal_edit, params_from_z, sample_z
 from rewrite.toyworld.models.generator import build_toy_generator, load_toy_stylegan2
-from tests.conftest import warns_and_goes_on
+from tests.conftest import tiny_problem, warns_and_goes_on
 
 ROOT = Path(__file__).resolve().parent.parent
 BOX = {"name": "b", "copy": {"seed": 1, "box": [4, 4, 10, 8]}, "paste": {"seed": 2, "box": [6, 8, 12, 12]}}
@@ -75,6 +75,12 @@ def _nan_keys(tmp: Path) -> None:
     with torch.no_grad():
         adapter.model.main[0].weight[0, 0] = float("nan")
     key_statistics(EditSite(adapter, "main.4", "main.6"), None, 16, 8, progress=False)
+
+
+def _paste_off_grid(tmp: Path) -> None:
+    """Copy and paste boxes 1 px apart, at a layer whose value has 2 px cells."""
+    tiny_problem(request={"name": "off", "copy": {"seed": 1, "box": [4, 4, 10, 8]},
+                          "paste": {"seed": 2, "box": [5, 8, 11, 12]}})
 
 
 def _nan_cache(tmp: Path) -> None:
@@ -137,6 +143,7 @@ CASES: dict[str, tuple[type[BaseException] | None, str, Callable[..., object]]] 
     "bad_stats_dtype": (ValueError, "stats dtype must be one of",
                         lambda tmp: key_statistics(EditSite(load_tiny(), "main.4"), None, 8, dtype="float8")),
     "nan_keys": (ValueError, "are not finite", _nan_keys),
+    "paste_off_the_feature_grid": (None, "not a whole number of main.6's 2-px cells", _paste_off_grid),
     "nan_statistics_cache": (None, "holds NaN/Inf values; deleting it, it will be recomputed", _nan_cache),
     "missing_checkpoint": (FileNotFoundError, "checkpoint not found",
                            lambda tmp: load_dcgan_face(str(tmp / "nope.tar"))),

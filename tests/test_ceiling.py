@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rewrite.core.erase import generate_with_value
-from rewrite.core.problem import paste, paste_offset
+from rewrite.core.problem import on_grid, paste, paste_offset
 from rewrite.eval.ceiling import ceiling_values, paste_ceiling, values_replaced
 from rewrite.eval.evaluate import Evaluator
 from rewrite.eval.rule_metrics import goal_image_scores, to01
@@ -100,3 +100,19 @@ def test_a_multirun_computes_a_ceiling_once_per_weights_and_request(monkeypatch:
     pipeline.ceiling_metrics(cfg, p.site.adapter, moved, "sha-a")  # another request: computed again
     pipeline.ceiling_metrics(cfg, p.site.adapter, p, None)  # no hash: never kept
     assert len(calls) == 4
+
+
+def test_on_grid_offsets() -> None:
+    assert on_grid((2, -4), 16, 8, 8) and on_grid((4, 0), 64, 16, 16)
+    assert not on_grid((1, 0), 16, 8, 8) and not on_grid((0, 2), 64, 16, 16) and not on_grid((2, 2), 64, 16, 16)
+
+
+@torch.no_grad()
+def test_a_heldout_region_off_the_feature_grid_takes_no_paste() -> None:
+    """A held-out region of the copy's size, 1 px off the value's 2 px cells, would get the copy half a cell
+    away from where a rule draws the part: the ceiling leaves it out, as it does a region of another size."""
+    off = {"seed": 6, "box": [1, 0, 7, 4]}  # the copy's size, offset (-3, -4) px
+    p = tiny_problem(request={**REQUEST, "heldout": [*REQUEST["heldout"], off]})
+    values, request = ceiling_values(p)
+    assert sorted(values) == [2, 3, 4] and [r.seed for r in request.heldout] == [3, 4]
+    assert paste_offset(p.request.copy, p.request.heldout[-1], p.size) == (-3, -4)  # it has the copy's size

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from omegaconf import OmegaConf
 import torch
 from torch import Tensor, nn
 
+from rewrite.core.request import EditRequest
 from rewrite.generators.base import GeneratorAdapter, seed_latents
 from rewrite.toyworld import CLASS_ID, RULES, Z_DIM, ideal_edit, params_from_z, render
-from rewrite.toyworld.requests.edits import MAX_GOAL_MISS, toy_request
+from rewrite.pipeline import CONF_DIR
+from rewrite.toyworld.requests.edits import MAX_GOAL_MISS, snap, toy_request
 from rewrite.toyworld.requests.score import ToyRuleScore
 
 # Pixels each rule's paste / copy region must contain, in the paste / copy scene's true labels.
@@ -19,14 +24,20 @@ COPY_HAS = {"dome_to_spire": "spire", "remove_watermark": None, "add_tree": "tre
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def configured(rule: str, **overrides: int) -> EditRequest:
+    """The request `edit=toy_<rule>` makes (its config's arguments), with `overrides`."""
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "edit" / f"toy_{rule}.yaml"))
+    return toy_request(**{**{k: v for k, v in cfg.items() if k not in ("_target_", "defaults")}, **overrides})
+
+
 def labels_of(seed: int) -> Tensor:
     return render(params_from_z(seed_latents([seed], (Z_DIM,))))[1][0]
 
 
 @pytest.mark.parametrize("rule", RULES)
 def test_requests_are_automatic_reproducible_and_on_target(rule: str) -> None:
-    req = toy_request(rule)
-    assert req == toy_request(rule)
+    req = configured(rule)
+    assert req == configured(rule)
     req.validate(64)
     assert all(r.seed >= 1_000_000 for r in req.heldout) and len({r.seed for r in req.heldout}) == 32
     used = {req.copy.seed, req.paste.seed}
@@ -50,6 +61,26 @@ def test_requests_are_automatic_reproducible_and_on_target(rule: str) -> None:
     if rule == "add_tree":  # the paste place is empty: no tree there yet
         x0, y0, x1, y1 = req.paste.box
         assert not (labels_of(req.paste.seed)[y0:y1, x0:x1] == CLASS_ID["tree"]).any()
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_requests_lie_on_the_feature_grid(rule: str) -> None:
+    """Every box starts and ends on the 2 px grid of the 32 px layers, so the copied features land exactly where
+    the copied pixels would (a 1 px offset lands them half a cell off: a thin spire then misses its place)."""
+    req = configured(rule)
+    for r in (req.copy, req.paste, *req.context, *req.heldout):
+        assert all(v % 2 == 0 for v in r.box), (rule, r)
+    if rule == "no_reflections":  # the 16 px layers' 4 px cells
+        coarse = configured(rule, align=4)
+        assert all(v % 4 == 0 for r in (coarse.copy, coarse.paste, *coarse.heldout) for v in r.box)
+
+
+def test_snap_grows_a_box_to_whole_cells() -> None:
+    assert snap((3, 5, 9, 10), 2) == (2, 4, 10, 10)
+    assert snap((3, 5, 9, 10), 4) == (0, 4, 12, 12)
+    assert snap((3, 5, 9, 10), 2, halo=2) == (0, 2, 12, 12)
+    assert snap((1, 60, 7, 63), 2, halo=2) == (0, 58, 10, 64)  # clipped to the 64 px canvas
+    assert snap((4, 6, 8, 10), 2) == (4, 6, 8, 10)  # already whole cells
 
 
 class OracleWorld(nn.Module):

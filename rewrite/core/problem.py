@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,8 @@ from rewrite.core.keys import directions
 from rewrite.core.request import EditRequest, Region, resample
 from rewrite.core.site import Captured, EditSite, as_map
 from rewrite.core.stats import key_rows
+
+log = logging.getLogger(__name__)
 
 
 def shift(t: Tensor, dx: int, dy: int) -> Tensor:
@@ -36,6 +39,12 @@ def paste(src: Tensor, dst: Tensor, copy_mask: Tensor, offset_px: tuple[int, int
     a, moved = shift(alpha, dx, dy), shift(s, dx, dy)
     out = d * (1 - a) + moved * a
     return out.reshape(dst.shape), a
+
+
+def on_grid(offset_px: tuple[int, int], size: int, h: int, w: int) -> bool:
+    """The offset is a whole number of cells of an (h, w) map of a `size`-px image: features pasted there land
+    exactly where the pixels would. Otherwise `paste` rounds to the nearest cell, up to half a cell off."""
+    return (offset_px[0] * w) % size == 0 and (offset_px[1] * h) % size == 0
 
 
 def paste_offset(copy: Region, region: Region, size: int) -> tuple[int, int] | None:
@@ -135,6 +144,11 @@ def paste_goal(site: EditSite, request: EditRequest, tgt: Captured, z_src: Tenso
     adapter, size = site.adapter, site.adapter.resolution
     offset, copy_mask = request.paste_offset(size), request.source.mask(size)
     src = site.capture(z_src)
+    h, w = as_map(tgt.value).shape[-2:]
+    if not on_grid(offset, size, h, w):
+        log.warning("the copy lands %s px from where it was taken, not a whole number of %s's %g-px cells: its "
+                    "features land up to half a cell off the pixel paste, and thin parts suffer (choose copy and "
+                    "paste regions on the cell grid)", offset, site.value_at or site.layer_name, size / w)
     layer_out, layer_w = paste(src.layer_out, tgt.layer_out, copy_mask, offset, size)
     value, value_w = paste(src.value, tgt.value, copy_mask, offset, size)
     image, image_w = paste(adapter.generate(z_src), adapter.generate(z_tgt), copy_mask, offset, size)

@@ -6,7 +6,9 @@ scenes with the copied features pasted at *their* regions show what a perfect ru
 Scored by the same scorer and rules as `efficacy` / `generality`, this is the ceiling beside the score:
 a score far below its ceiling is the fit's fault, a low ceiling is the layer's (or the generator's).
 Held-out scenes count only where every region of the scene has the copied region's size (the
-features are pasted, not resized); `n_ceiling_heldout` says how many did.
+features are pasted, not resized) and lies a whole number of the value's cells from it (else the paste
+would land up to half a cell off where a rule would draw the part, and score the rounding, not the
+layer); `n_ceiling_heldout` says how many did.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from torch import Tensor
 
 from rewrite.core.erase import erase_value
-from rewrite.core.problem import EditProblem, paste, paste_offset
+from rewrite.core.problem import EditProblem, on_grid, paste, paste_offset
 from rewrite.core.request import EditRequest, Region, resample
 from rewrite.core.site import EditSite, as_map
 from rewrite.eval.scorer import Scorer
@@ -78,7 +80,7 @@ def ceiling_values(problem: EditProblem) -> tuple[dict[int, tuple[Tensor, Tensor
                 value = erase_value(value, problem.erase_units, resample(r.mask(size), *as_map(value).shape[-2:]))
                 continue
             offset = paste_offset(req.copy, r, size)
-            if offset is None:
+            if offset is None or not on_grid(offset, size, *as_map(value).shape[-2:]):
                 ok = False
                 break
             value, _ = paste(src, value, copy_mask, offset, size)

@@ -22,6 +22,11 @@ another scene's), and of those the richest example (the widest reflection, not o
 Then the goal is the ideal, and what the benchmark measures is whether the rule carries it to
 held-out scenes. `example=k` takes the (k+1)-th such pair, to measure how much a result depends on it.
 
+Every box is grown to whole cells of the 32 px layers (`align` = 2 px; `halo` px first, for the rules whose
+part casts a halo in the features: the dome's top, the watermark's frame), so the copy lands on the paste box
+by whole feature cells. A 1 px offset would put the copied features half a cell from where the pixels go, and a
+thin spire would miss its place (docs/toy_generator.md measures what this does to the paste ceilings).
+
 The paste region is a context region too (`EditRequest.context_includes_paste`): the update
 directions must fire on the keys they change. Defaults: 96 more context regions, 32 held-out scenes.
 """
