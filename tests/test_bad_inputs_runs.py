@@ -265,6 +265,20 @@ def _benchmark_out_is_a_file(tmp: Path, capsys: Capsys) -> None:
         assert (tmp / "results.md").read_text() == "kept"
 
 
+def _benchmark_bad_budget(tmp: Path, capsys: Capsys) -> None:
+    try:
+        benchmark.main(["toy_add_tree", "--out", str(tmp / "out"), "--min-specificity", "95"])
+    finally:
+        assert not (tmp / "out" / "commands.txt").exists()  # refused before any work
+
+
+def _benchmark_bad_search(tmp: Path, capsys: Capsys) -> None:
+    try:
+        benchmark.main(["toy_add_tree", "--out", str(tmp / "out"), "--search", "strategy.memory_weight"])
+    finally:
+        assert not (tmp / "out" / "commands.txt").exists()
+
+
 def _benchmark_stale_test_run(tmp: Path, capsys: Capsys) -> None:
     """The benchmark's test run of a choice, whose re-run with a new choice failed: not reused."""
     job = tmp / "sweep" / "0_job"
@@ -302,6 +316,9 @@ CASES: dict[str, tuple[type[BaseException] | None, str, Callable[..., object]]] 
     "sweep_table_csv_under_a_file": (SystemExit, "is a file, not a folder", _csv_under_a_file),
     "sweep_table_no_complete_job": (SystemExit, "no complete job folder in", _no_complete_job),
     "benchmark_out_is_a_file": (SystemExit, "--out: cannot use", _benchmark_out_is_a_file),
+    "benchmark_specificity_budget_as_percent": (SystemExit, "--min-specificity must be in (0, 1], got 95.0",
+                                                _benchmark_bad_budget),
+    "benchmark_search_without_values": (SystemExit, "--search takes KEY=V1,V2", _benchmark_bad_search),
     "benchmark_stale_test_run": (None, "not reused (stale: metrics.json was written for overrides",
                                  _benchmark_stale_test_run),
 }

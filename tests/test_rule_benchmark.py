@@ -167,3 +167,21 @@ def test_test_settings_compose_to_the_chosen_setting(tmp_path: Path) -> None:
     assert rule_benchmark.ran_choice(run, chosen["rank_one"]["overrides"])
     assert not rule_benchmark.ran_choice(run, {**chosen["rank_one"]["overrides"], "strategy.memory_weight": "1"})
     assert not rule_benchmark.ran_choice(tmp_path / "never_ran", chosen["rank_one"]["overrides"])
+
+
+def test_choose_with_a_specificity_budget_takes_the_most_general_setting_that_keeps_it(tmp_path: Path) -> None:
+    """(generality, specificity) per setting, two examples each: the best product (mw 0) keeps too little; of the
+    settings that keep 0.95 on average, mw 20 carries the rule furthest; mw 50 keeps more but carries less."""
+    runs = {0: [(0.9, 0.90), (0.9, 0.92)], 20: [(0.7, 0.96), (0.6, 0.95)], 50: [(0.4, 0.99), (0.4, 0.99)],
+            5: [(0.95, 0.99), (0.8, 0.90)]}  # mw 5: one example keeps 0.99, the mean (0.945) misses the budget
+    for mw, pairs in runs.items():
+        for example, (g, s) in enumerate(pairs):
+            _job(tmp_path, f"{mw}_{example}", ["split=validation", f"strategy.memory_weight={mw}",
+                                               f"edit.example={example}"],
+                 {"generality": g, "specificity": s, "edit_score": (g * s) ** 0.5, "edit_time_s": 1.0})
+    assert rule_benchmark.choose(tmp_path)[0] == {"strategy.memory_weight": "5"}
+    overrides, best = rule_benchmark.choose(tmp_path, min_specificity=0.95)
+    assert overrides == {"strategy.memory_weight": "20"}
+    assert best["generality"] == pytest.approx(0.65) and best["specificity"] == pytest.approx(0.955)
+    with pytest.raises(SystemExit, match="keeps a mean specificity of 0.999 or more"):
+        rule_benchmark.choose(tmp_path, min_specificity=0.999)

@@ -140,11 +140,13 @@ EXAMPLE = "edit.example"  # the copy/paste pair a toy request uses; choices aver
 NOT_CHOSEN = {EXAMPLE, *(o.split("=", 1)[0] for o in VALIDATION_ONLY)}  # overrides that are not a setting
 
 
-def choose(folder: Path) -> tuple[dict[str, str], dict[str, object]]:
+def choose(folder: Path, min_specificity: float | None = None) -> tuple[dict[str, str], dict[str, object]]:
     """The validation setting with the highest edit_score (ties: least edit time): its overrides and scores.
 
     A setting that ran with several copy/paste examples (`edit.example` swept) is scored by the mean over its
-    examples, so one lucky pair cannot choose it; the returned scores are those means.
+    examples, so one lucky pair cannot choose it; the returned scores are those means. With `min_specificity`,
+    the setting with the highest mean generality among those whose mean specificity reaches it: the point of the
+    Pareto front a user asks for ("as general as possible, keeping 95% of every part"), not the best product.
     """
     sweep = load_sweep(folder)
     if sweep.skipped:
@@ -158,12 +160,18 @@ def choose(folder: Path) -> tuple[dict[str, str], dict[str, object]]:
         values = [float(r[key]) for r in rows if isinstance(r.get(key), (int, float))]  # type: ignore[arg-type]
         return sum(values) / len(values) if values and all(v == v for v in values) else float("nan")
 
+    ranked = "edit_score" if min_specificity is None else "generality"
     scored = {k: {"edit_score": mean(rows, "edit_score"), "edit_time_s": mean(rows, "edit_time_s"),
                   "examples": len(rows)} for k, rows in groups.items()}
-    scored = {k: v for k, v in scored.items() if v["edit_score"] == v["edit_score"]}
+    if min_specificity is not None:
+        for k, rows in groups.items():
+            scored[k].update(generality=mean(rows, "generality"), specificity=mean(rows, "specificity"))
+        scored = {k: v for k, v in scored.items() if v["specificity"] >= min_specificity}  # NaN fails too
+    scored = {k: v for k, v in scored.items() if v[ranked] == v[ranked]}
     if not scored:
-        raise SystemExit(f"no scored job in {folder}")
-    best = max(scored, key=lambda k: (scored[k]["edit_score"], -scored[k]["edit_time_s"]))
+        raise SystemExit(f"no scored job in {folder}" + ("" if min_specificity is None else
+                         f" keeps a mean specificity of {min_specificity} or more"))
+    best = max(scored, key=lambda k: (scored[k][ranked], -scored[k]["edit_time_s"]))
     return dict(best), scored[best]
 
 
@@ -234,6 +242,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--choose-examples", type=int, default=1,
                     help="choose each setting by its mean edit_score over copy/paste pairs 0..N-1 on the "
                          "validation seeds (toy rules)")
+    ap.add_argument("--min-specificity", type=float, default=None,
+                    help="choose each setting by its mean generality among those whose mean specificity on the "
+                         "validation seeds is at least this (a point of the Pareto front), not by edit_score")
+    ap.add_argument("--search", action="append", default=[], metavar="KEY=V1,V2",
+                    help="replace one axis of every strategy's validation search space (repeatable), e.g. "
+                         "strategy.memory_weight=1,5,20,50 (use a new --out: a finished search is not rerun)")
     args = ap.parse_args(argv)
     try:  # before any work: the output folder must be a folder it can write
         check_writable_dir(args.out)
@@ -249,6 +263,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.sweeper == "optuna" and args.choose_examples > 1:
         raise SystemExit("--sweeper optuna: --choose-examples needs every setting on every example; a study picks "
                          "one setting per trial")
+    if args.min_specificity is not None and not 0 < args.min_specificity <= 1:
+        raise SystemExit(f"--min-specificity must be in (0, 1], got {args.min_specificity}")
+    if any("=" not in o or o.startswith(("+", "~")) for o in args.search):
+        raise SystemExit(f"--search takes KEY=V1,V2 (an axis to replace), got {args.search}")
     if args.trials is not None and (args.sweeper != "optuna" or args.trials < 1):
         raise SystemExit(f"--trials must be ≥ 1 and needs --sweeper optuna, got --trials {args.trials} with "
                          f"--sweeper {args.sweeper}")
@@ -274,10 +292,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[validation] {name}: +experiment={experiment}{' (optuna)' if search else ''}", flush=True)
             pairs = [f"{EXAMPLE}={','.join(map(str, range(args.choose_examples)))}"] if args.choose_examples > 1 else []
             run([*base[:3], "-m", *base[3:], f"+experiment={experiment}", "split=validation", *pairs,
-                 *VALIDATION_ONLY, *launcher, *search, f"hydra.sweep.dir={folder}"], log)
-        overrides, best = choose(folder)
+                 *VALIDATION_ONLY, *launcher, *search, *args.search, f"hydra.sweep.dir={folder}"], log)
+        overrides, best = choose(folder, args.min_specificity)
         chosen[name] = {"overrides": overrides, "validation_edit_score": best["edit_score"],
                         "validation_examples": best["examples"]}
+        if args.min_specificity is not None:
+            chosen[name].update(min_specificity=args.min_specificity, validation_generality=best["generality"],
+                                validation_specificity=best["specificity"])
         print(f"[chosen] {name}: {overrides} (validation edit_score {best['edit_score']:.3f}, mean of "
               f"{best['examples']} job(s))", flush=True)
     atomic_write(out / "chosen.json", lambda tmp: tmp.write_text(json.dumps(chosen, indent=2)))
