@@ -183,5 +183,5 @@ def test_choose_with_a_specificity_budget_takes_the_most_general_setting_that_ke
     overrides, best = rule_benchmark.choose(tmp_path, min_specificity=0.95)
     assert overrides == {"strategy.memory_weight": "20"}
     assert best["generality"] == pytest.approx(0.65) and best["specificity"] == pytest.approx(0.955)
-    with pytest.raises(SystemExit, match="keeps a mean specificity of 0.999 or more"):
+    with pytest.raises(rule_benchmark.BudgetUnmet, match=r"of 0.999 or more \(the most specific keeps 0.990\)"):
         rule_benchmark.choose(tmp_path, min_specificity=0.999)

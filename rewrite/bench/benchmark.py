@@ -140,6 +140,10 @@ EXAMPLE = "edit.example"  # the copy/paste pair a toy request uses; choices aver
 NOT_CHOSEN = {EXAMPLE, *(o.split("=", 1)[0] for o in VALIDATION_ONLY)}  # overrides that are not a setting
 
 
+class BudgetUnmet(Exception):
+    """No setting of a search keeps the asked specificity budget on the validation seeds."""
+
+
 def choose(folder: Path, min_specificity: float | None = None) -> tuple[dict[str, str], dict[str, object]]:
     """The validation setting with the highest edit_score (ties: least edit time): its overrides and scores.
 
@@ -166,11 +170,14 @@ def choose(folder: Path, min_specificity: float | None = None) -> tuple[dict[str
     if min_specificity is not None:
         for k, rows in groups.items():
             scored[k].update(generality=mean(rows, "generality"), specificity=mean(rows, "specificity"))
+        most = max((v["specificity"] for v in scored.values() if v["specificity"] == v["specificity"]), default=None)
         scored = {k: v for k, v in scored.items() if v["specificity"] >= min_specificity}  # NaN fails too
+        if most is not None and not scored:
+            raise BudgetUnmet(f"no setting keeps a mean specificity of {min_specificity} or more (the most "
+                              f"specific keeps {most:.3f})")
     scored = {k: v for k, v in scored.items() if v[ranked] == v[ranked]}
     if not scored:
-        raise SystemExit(f"no scored job in {folder}" + ("" if min_specificity is None else
-                         f" keeps a mean specificity of {min_specificity} or more"))
+        raise SystemExit(f"no scored job in {folder}")
     best = max(scored, key=lambda k: (scored[k][ranked], -scored[k]["edit_time_s"]))
     return dict(best), scored[best]
 
@@ -280,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     base = [sys.executable, "-m", "rewrite", f"edit={args.edit}", *COMMON]
     launcher = [f"hydra/launcher={args.launcher}"] if args.launcher else []  # the multiruns only
     chosen: dict[str, dict[str, object]] = {}
+    unmet: dict[str, str] = {}  # --min-specificity: the strategies with no setting within the budget, and why
     for name in names:
         experiment = f"search_{fam}_{name}"
         folder = out / ("val_optuna" if args.sweeper == "optuna" else "val") / name
@@ -293,14 +301,24 @@ def main(argv: list[str] | None = None) -> None:
             pairs = [f"{EXAMPLE}={','.join(map(str, range(args.choose_examples)))}"] if args.choose_examples > 1 else []
             run([*base[:3], "-m", *base[3:], f"+experiment={experiment}", "split=validation", *pairs,
                  *VALIDATION_ONLY, *launcher, *search, *args.search, f"hydra.sweep.dir={folder}"], log)
-        overrides, best = choose(folder, args.min_specificity)
+        try:
+            overrides, best = choose(folder, args.min_specificity)
+        except BudgetUnmet as e:
+            unmet[name] = str(e)
+            print(f"[chosen] {name}: none ({e})", flush=True)
+            continue
         chosen[name] = {"overrides": overrides, "validation_edit_score": best["edit_score"],
                         "validation_examples": best["examples"]}
         if args.min_specificity is not None:
             chosen[name].update(min_specificity=args.min_specificity, validation_generality=best["generality"],
                                 validation_specificity=best["specificity"])
-        print(f"[chosen] {name}: {overrides} (validation edit_score {best['edit_score']:.3f}, mean of "
+        budget = "" if args.min_specificity is None else \
+            f"generality {best['generality']:.3f} at specificity {best['specificity']:.3f}, "
+        print(f"[chosen] {name}: {overrides} (validation {budget}edit_score {best['edit_score']:.3f}, mean of "
               f"{best['examples']} job(s))", flush=True)
+    names = [n for n in names if n in chosen]
+    if not names:
+        raise SystemExit(f"--min-specificity {args.min_specificity}: no strategy has a setting within the budget")
     atomic_write(out / "chosen.json", lambda tmp: tmp.write_text(json.dumps(chosen, indent=2)))
     if args.tune:
         generator = OmegaConf.load(EXPERIMENTS / f"search_{fam}_{names[0]}.yaml").defaults[0]["override /generator"]
@@ -328,6 +346,8 @@ def main(argv: list[str] | None = None) -> None:
                  f"{EXAMPLE}={','.join(map(str, missing))}", "split=test", *launcher, f"hydra.sweep.dir={folder}",
                  "hydra.sweep.subdir=${edit.example}"], log)
     text = summary(out, names, chosen, args.examples, args.fid_samples)
+    if unmet:
+        text += "\n\n" + "\n".join(f"`{n}`: {why} on the validation seeds." for n, why in unmet.items())
     atomic_write(out / "table.md", lambda tmp: tmp.write_text(text + "\n"))
     print(text)
     subprocess.run([sys.executable, "-m", "rewrite.bench.sweep_table", str(out / "test"),
