@@ -24,7 +24,8 @@ def _numbers(path: Path) -> dict:
 
 
 def test_a_multirun_reuses_the_shared_work_and_gets_the_numbers_of_separate_runs(tmp_path: Path) -> None:
-    common = [*TINY, "logger=none", f"stats.cache_dir={tmp_path}/cache", "strategy.steps=20"]  # both have `steps`: a short fine-tune
+    # both strategies have `steps`: a short fine-tune
+    common = [*TINY, "logger=none", f"stats.cache_dir={tmp_path}/cache", "strategy.steps=20"]
     proc = rewrite_cli(["-m", *common, "strategy=rank_one,full_finetune",
                         f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

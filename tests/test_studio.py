@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from omegaconf import OmegaConf
 from PIL import Image
 
 from rewrite.core.problem import paste
 from rewrite.core.request import EditRequest
 from rewrite.editfile.artifact import EditArtifact
 from rewrite.editfile.cli import main as rewrite_edit
+from rewrite.pipeline import CONF_DIR
 from rewrite.studio.backend import HELDOUT_COUNT, HELDOUT_START, Studio, normalize_box, placed_box
 from rewrite.studio.security import MAX_MASK_BYTES, StudioError, check_mask_path, inside, save_mask
 
@@ -91,7 +93,8 @@ def test_toy_layers_and_strategy_defaults(toy: Studio) -> None:
     assert m.layers == ["conv1", *(f"convs.{i}" for i in range(8))] and m.layer == "convs.4"
     assert m.key_grid == (16, 16)
     settings = toy.runs.strategy_settings("rank_one")  # the toy generator's tuned defaults
-    assert settings["key_method"] == "mean" and settings["memory_weight"] == 1.0
+    tuned = OmegaConf.load(Path(CONF_DIR) / "generator" / "toy_stylegan2.yaml").tuned.rank_one
+    assert settings["key_method"] == tuned.key_method and settings["memory_weight"] == tuned.memory_weight
 
 
 # --- drawing the request -----------------------------------------------------------------

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from rewrite.core.request import EditRequest
 from rewrite.generators.base import GeneratorAdapter, seed_latents
-from rewrite.toyworld import CLASS_ID, RULES, Z_DIM, ideal_edit, params_from_z, render
 from rewrite.pipeline import CONF_DIR
+from rewrite.toyworld import CLASS_ID, RULES, Z_DIM, ideal_edit, params_from_z, render
 from rewrite.toyworld.requests.edits import MAX_GOAL_MISS, snap, toy_request
 from rewrite.toyworld.requests.score import ToyRuleScore
 
