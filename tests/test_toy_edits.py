@@ -13,7 +13,7 @@ from rewrite.core.request import EditRequest
 from rewrite.generators.base import GeneratorAdapter, seed_latents
 from rewrite.pipeline import CONF_DIR
 from rewrite.toyworld import CLASS_ID, RULES, Z_DIM, ideal_edit, params_from_z, render
-from rewrite.toyworld.requests.edits import MAX_GOAL_MISS, snap, toy_request
+from rewrite.toyworld.requests.edits import MAX_GOAL_MISS, snap, toy_heldout, toy_request
 from rewrite.toyworld.requests.score import ToyRuleScore
 
 # Pixels each rule's paste / copy region must contain, in the paste / copy scene's true labels.
@@ -113,3 +113,9 @@ def test_segmenter_figures_tell_whether_the_generator_draws_the_source() -> None
     # A world that never draws watermarks: removing them "works" on nothing, and the recall says so.
     blind = ToyRuleScore(adapter, rule, seeds, [], load_toy_segmenter())
     assert blind.metrics()["toy_source_recall_before"] < 0.1
+
+
+def test_the_heldout_regions_alone_are_the_requests() -> None:
+    """The studio asks for a rule's held-out regions without the request's search for a copy/paste pair."""
+    req = configured("remove_watermark", heldout_offset=5_000_000)
+    assert toy_heldout("remove_watermark", 32, 6_000_000, 2, 2) == req.heldout

@@ -179,6 +179,22 @@ def _copy_paste_pair(rule: str, seeds: list[int], p: SceneParams, images: Tensor
     return c_seed, c_box, t_seed, t_box
 
 
+@functools.lru_cache(maxsize=32)
+def toy_heldout(rule: str, heldout: int = 32, start: int = 1_000_000, align: int = 2,
+                halo: int = 0) -> tuple[Region, ...]:
+    """Every target region of the first `heldout` scenes from seed `start` on that have one: the held-out regions
+    of `rule`'s request, without its search for a copy/paste pair (the studio asks for these alone)."""
+    h_seeds, hp = _scenes(start, max(50, heldout * 10))
+    held_cands = ((role, s, snap(b, align, halo)) for role, s, b in _candidates(rule, h_seeds, hp, _labels(rule, hp)))
+    held: list[Region] = []
+    for role, s, b in held_cands:
+        if role == "target" and (len({r.seed for r in held}) < heldout or s == held[-1].seed):
+            held.append(Region(s, box=b))
+    if len({r.seed for r in held}) < heldout:
+        raise RuntimeError(f"too few scenes for rule {rule!r}: {len({r.seed for r in held})} held-out scenes")
+    return tuple(held)
+
+
 @functools.lru_cache(maxsize=32)  # a multirun asks for the same request in every job: render its scenes once
 def toy_request(rule: str, search: int = 400, context: int = 96, heldout: int = 32,
                 heldout_start: int = 1_000_000, heldout_offset: int = 0, example: int = 0,
@@ -189,7 +205,6 @@ def toy_request(rule: str, search: int = 400, context: int = 96, heldout: int = 
 
     Held-out scenes are searched from `heldout_start + heldout_offset` (the offset is the split's).
     """
-    heldout_start += heldout_offset
     seeds, p = _scenes(0, search)
     images, labels = render(p)
     cands = [(role, s, snap(b, align, halo)) for role, s, b in _candidates(rule, seeds, p, labels)]
@@ -198,14 +213,8 @@ def toy_request(rule: str, search: int = 400, context: int = 96, heldout: int = 
     c_seed, c_box, t_seed, p_box = _copy_paste_pair(rule, seeds, p, images, labels, cands, example)
     targets = [(s, b) for role, s, b in cands if role == "target"]
     ctx = [Region(s, box=b) for s, b in targets if s not in (t_seed, c_seed)][:context]
-    h_seeds, hp = _scenes(heldout_start, max(50, heldout * 10))
-    held_cands = ((role, s, snap(b, align, halo)) for role, s, b in _candidates(rule, h_seeds, hp, _labels(rule, hp)))
-    held: list[Region] = []  # every target region of the first `heldout` scenes that have one
-    for role, s, b in held_cands:
-        if role == "target" and (len({r.seed for r in held}) < heldout or s == held[-1].seed):
-            held.append(Region(s, box=b))
-    n_held = len({r.seed for r in held})
-    if len(ctx) < context or n_held < heldout:
-        raise RuntimeError(f"too few scenes for rule {rule!r}: {len(ctx)} context regions, {n_held} held-out scenes")
+    if len(ctx) < context:
+        raise RuntimeError(f"too few scenes for rule {rule!r}: {len(ctx)} context regions")
+    held = toy_heldout(rule, heldout, heldout_start + heldout_offset, align, halo)
     return EditRequest(name=f"toy_{rule}", copy=Region(c_seed, box=c_box), paste=Region(t_seed, box=p_box),
-                       context=tuple(ctx), heldout=tuple(held))
+                       context=tuple(ctx), heldout=held)
