@@ -143,7 +143,7 @@ def test_make_see_and_keep_an_edit(page: object, server: tuple[str, Path, dict[s
 
     pg.get_by_label("toy world ground truth (rule)").click()
     pg.get_by_role("option", name="add_tree").click()
-    pw.expect(request_info(pg)).to_contain_text(  # the rule's held-out scenes are rendered first
+    pw.expect(request_info(pg)).to_contain_text(  # the rule's request searches 1,500 scenes first
         "held-out: 32 region(s); ground truth: toy rule add_tree", timeout=60_000)
     pg.get_by_test_id("run").click()
     pw.expect(pg.get_by_test_id("progress")).to_contain_text("done in", timeout=180_000)

@@ -116,6 +116,6 @@ def test_segmenter_figures_tell_whether_the_generator_draws_the_source() -> None
 
 
 def test_the_heldout_regions_alone_are_the_requests() -> None:
-    """The studio asks for a rule's held-out regions without the request's search for a copy/paste pair."""
+    """A rule's held-out regions come without the request's search for a copy/paste pair (and are cached)."""
     req = configured("remove_watermark", heldout_offset=5_000_000)
     assert toy_heldout("remove_watermark", 32, 6_000_000, 2, 2) == req.heldout

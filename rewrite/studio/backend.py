@@ -34,7 +34,6 @@ from rewrite.generators.base import GeneratorAdapter
 from rewrite.pipeline import load_request
 from rewrite.studio.configs import Configs
 from rewrite.studio.security import StudioError, check_mask_path, save_mask
-from rewrite.toyworld.requests.edits import toy_heldout
 
 HELDOUT_START = 1_000_000  # held-out seeds (the paste box on each) when the request names none: never a gallery seed
 HELDOUT_COUNT = 32
@@ -280,9 +279,7 @@ class Studio:
         if rule is not None:
             model = self.require_model()
             cfg = self.configs.compose([f"generator={model.generator}", f"edit=toy_{rule}"])
-            e = cfg.edit  # its held-out regions alone: the request's search for a copy/paste pair takes seconds
-            heldout = list(toy_heldout(rule, e.heldout, e.heldout_start + cfg.split.heldout_offset, e.get("align", 2),
-                                       e.get("halo", 0)))
+            heldout = list(load_request(cfg.edit, cfg.split.heldout_offset).heldout)
         with self.lock:
             self.draft = dataclasses.replace(self.draft, rule=rule, heldout=heldout)
 

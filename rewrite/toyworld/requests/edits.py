@@ -183,7 +183,7 @@ def _copy_paste_pair(rule: str, seeds: list[int], p: SceneParams, images: Tensor
 def toy_heldout(rule: str, heldout: int = 32, start: int = 1_000_000, align: int = 2,
                 halo: int = 0) -> tuple[Region, ...]:
     """Every target region of the first `heldout` scenes from seed `start` on that have one: the held-out regions
-    of `rule`'s request, without its search for a copy/paste pair (the studio asks for these alone)."""
+    of `rule`'s request, without its search for a copy/paste pair."""
     h_seeds, hp = _scenes(start, max(50, heldout * 10))
     held_cands = ((role, s, snap(b, align, halo)) for role, s, b in _candidates(rule, h_seeds, hp, _labels(rule, hp)))
     held: list[Region] = []
