@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from rewrite.toyworld.models.generator import toy_checkpoint_path
@@ -34,7 +35,8 @@ def main() -> None:
     if args.update_card:
         card_path = Path(args.checkpoint or toy_checkpoint_path()).with_suffix(".json")
         card = json.loads(card_path.read_text())
-        card["quality"] = {**figures, "command": "python experiments/eval_toy_generator.py --update-card"}
+        command = " ".join(["python experiments/eval_toy_generator.py", *sys.argv[1:]])  # the figures' n and seed
+        card["quality"] = {**figures, "command": command}
         card_path.write_text(json.dumps(card, indent=2))
 
 
